@@ -1,0 +1,95 @@
+//! How a dispatcher reaches the queue's `Dispatch` stream.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::Status;
+
+use crate::proto::queue_service_client::QueueServiceClient;
+use crate::proto::{DispatcherMessage, QueueMessage};
+use crate::queue::QueueService;
+
+pub type Inbound = BoxStream<'static, Result<QueueMessage, Status>>;
+
+#[async_trait]
+pub trait DispatchLink: Send + Sync + 'static {
+    /// Opens a Dispatch stream that sends what `outbound` yields.
+    async fn open(
+        &self,
+        outbound: tokio::sync::mpsc::Receiver<DispatcherMessage>,
+    ) -> Result<Inbound, Status>;
+
+    /// Where it connects, for logs.
+    fn describe(&self) -> String;
+}
+
+/// In-process link to a [`QueueService`] (standalone): same messages, no sockets.
+pub struct LocalDispatchLink(pub Arc<QueueService>);
+
+#[async_trait]
+impl DispatchLink for LocalDispatchLink {
+    async fn open(
+        &self,
+        outbound: tokio::sync::mpsc::Receiver<DispatcherMessage>,
+    ) -> Result<Inbound, Status> {
+        let inbound = ReceiverStream::new(outbound).map(Ok).boxed();
+        Ok(ReceiverStream::new(self.0.dispatch(inbound)).boxed())
+    }
+
+    fn describe(&self) -> String {
+        "in-process queue".into()
+    }
+}
+
+/// gRPC link; each `open` connects afresh, trying the endpoints in turn.
+pub struct RemoteDispatchLink {
+    endpoints: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl RemoteDispatchLink {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        RemoteDispatchLink {
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl DispatchLink for RemoteDispatchLink {
+    async fn open(
+        &self,
+        outbound: tokio::sync::mpsc::Receiver<DispatcherMessage>,
+    ) -> Result<Inbound, Status> {
+        if self.endpoints.is_empty() {
+            return Err(Status::failed_precondition("no queue endpoints configured"));
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        let url = &self.endpoints[i];
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Status::invalid_argument(format!("queue endpoint {url}: {e}")))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("connect to {url}: {e}")))?;
+        let mut client = QueueServiceClient::new(channel);
+        let response = client.dispatch(ReceiverStream::new(outbound)).await?;
+        Ok(response.into_inner().boxed())
+    }
+
+    fn describe(&self) -> String {
+        self.endpoints.join(",")
+    }
+}

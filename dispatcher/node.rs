@@ -1,0 +1,239 @@
+//! [`DispatcherNode`]: pulls jobs over one Dispatch stream and runs them.
+//!
+//! The node says Hello with its MaxWorkers; the queue then sends at most that
+//! many jobs before results come back (the credit window). Each job runs on a
+//! blocking thread (bounded by `infer_threads`) so inference never stalls the
+//! stream. When the stream drops the node reconnects with backoff; jobs it was
+//! running are answered by someone else (the queue redelivers them). On
+//! shutdown it sends Drain, finishes the jobs it holds, sends their results,
+//! closes the stream and returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::link::DispatchLink;
+use crate::metrics;
+use crate::model_zoo::{ModelSet, Params};
+use crate::proto::{
+    dispatcher_message, queue_message, unix_ms_now, DispatcherMessage, Drain, Hello, Job,
+    JobResult, QueueMessage,
+};
+
+/// How a node identifies itself and behaves.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub node_id: String,
+    pub queue: String,
+    /// The credit window: most jobs held at once.
+    pub max_workers: u32,
+    /// Most `Infer` calls running at once.
+    pub infer_threads: usize,
+    /// How long to wait for jobs in hand on shutdown.
+    pub drain_timeout: Duration,
+    pub unknown_api_code: i32,
+    pub infer_fail_code: i32,
+    pub expired_code: i32,
+}
+
+pub struct DispatcherNode {
+    models: Arc<ModelSet>,
+    opts: NodeOptions,
+    link: Arc<dyn DispatchLink>,
+    infer_slots: Arc<Semaphore>,
+}
+
+enum SessionEnd {
+    /// Drained on shutdown: stop.
+    Drained,
+    /// The stream was lost: reconnect.
+    Lost(String),
+}
+
+impl DispatcherNode {
+    pub fn new(models: Arc<ModelSet>, opts: NodeOptions, link: Arc<dyn DispatchLink>) -> Self {
+        let slots = opts.infer_threads.max(1);
+        DispatcherNode {
+            models,
+            opts,
+            link,
+            infer_slots: Arc::new(Semaphore::new(slots)),
+        }
+    }
+
+    /// Serves until `shutdown` is cancelled and the jobs in hand are answered.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let started = Instant::now();
+            let why = match self.session(&shutdown).await {
+                Ok(SessionEnd::Drained) => return,
+                Ok(SessionEnd::Lost(why)) => why,
+                Err(status) => status.message().to_string(),
+            };
+            if started.elapsed() > Duration::from_secs(5) {
+                backoff = Duration::from_millis(100);
+            }
+            // Spread reconnects of many nodes: +-25% jitter.
+            let jitter = 0.75 + rand::random::<f64>() * 0.5;
+            let wait = backoff.mul_f64(jitter);
+            tracing::warn!(queue_service = %self.link.describe(), reason = %why, retry_in_ms = wait.as_millis() as u64, "no queue stream; reconnecting");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, tonic::Status> {
+        let (tx, rx) = mpsc::channel(self.opts.max_workers as usize + 8);
+        let hello = DispatcherMessage {
+            kind: Some(dispatcher_message::Kind::Hello(Hello {
+                node_id: self.opts.node_id.clone(),
+                queue: self.opts.queue.clone(),
+                api_paths: self.models.paths(),
+                max_workers: self.opts.max_workers,
+            })),
+        };
+        // The channel is empty and has room: this cannot wait.
+        let _ = tx.send(hello).await;
+        let mut inbound = self.link.open(rx).await?;
+        let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.next()).await {
+            Ok(Some(Ok(QueueMessage {
+                kind: Some(queue_message::Kind::Welcome(w)),
+            }))) => w,
+            Ok(Some(Err(s))) => return Err(s),
+            _ => return Ok(SessionEnd::Lost("no Welcome from the queue".into())),
+        };
+        metrics::DISPATCHER_CREDITS.set(welcome.credits as i64);
+        tracing::info!(session = %welcome.session_id, credits = welcome.credits, queue = %self.opts.queue, "connected to the queue");
+
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<JobResult>();
+        let mut in_hand = 0usize;
+        let mut draining = false;
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut drain_deadline = far;
+        let end = loop {
+            tokio::select! {
+                biased;
+                Some(result) = done_rx.recv() => {
+                    in_hand -= 1;
+                    let msg = DispatcherMessage { kind: Some(dispatcher_message::Kind::Result(result)) };
+                    if tx.send(msg).await.is_err() {
+                        break SessionEnd::Lost("queue stream closed".into());
+                    }
+                    if draining && in_hand == 0 {
+                        break SessionEnd::Drained;
+                    }
+                }
+                msg = inbound.next() => match msg {
+                    Some(Ok(QueueMessage { kind: Some(queue_message::Kind::Job(job)) })) => {
+                        in_hand += 1;
+                        self.start(job, done_tx.clone());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(s)) => break SessionEnd::Lost(format!("stream error: {}", s.message())),
+                    None => break SessionEnd::Lost("queue closed the stream".into()),
+                },
+                _ = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    tracing::info!(in_hand, "shutting down: draining");
+                    let drain = DispatcherMessage { kind: Some(dispatcher_message::Kind::Drain(Drain {})) };
+                    if tx.send(drain).await.is_err() {
+                        break SessionEnd::Lost("queue stream closed".into());
+                    }
+                    if in_hand == 0 {
+                        break SessionEnd::Drained;
+                    }
+                    drain_deadline = Instant::now() + self.opts.drain_timeout;
+                }
+                _ = tokio::time::sleep_until(drain_deadline), if draining => {
+                    tracing::warn!(in_hand, "drain timeout: leaving jobs in hand to be redelivered");
+                    break SessionEnd::Drained;
+                }
+            }
+        };
+        if let SessionEnd::Drained = end {
+            // Close our side, then let the queue finish reading our results:
+            // it ends its side once it has.
+            drop(tx);
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while inbound.next().await.is_some() {}
+            })
+            .await;
+            tracing::info!("drained");
+        }
+        Ok(end)
+    }
+
+    /// Runs one job off the reactor; its result goes to `done`.
+    fn start(&self, job: Job, done: mpsc::UnboundedSender<JobResult>) {
+        metrics::DISPATCHER_JOBS_IN_HAND.add(1);
+        let model = self.models.get(&job.api_path).cloned();
+        let slots = Arc::clone(&self.infer_slots);
+        let opts = self.opts.clone();
+        let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
+        tokio::spawn(
+            async move {
+                let id = job.request_id.clone();
+                let result = if job.is_expired(unix_ms_now()) {
+                    JobResult::error(&id, opts.expired_code, "expired before it ran")
+                } else {
+                    match model {
+                        None => JobResult::error(
+                            &id,
+                            opts.unknown_api_code,
+                            format!("this dispatcher has no model at {}", job.api_path),
+                        ),
+                        Some(model) => match serde_json::from_slice::<Params>(&job.params_json) {
+                            Err(e) => JobResult::error(
+                                &id,
+                                opts.infer_fail_code,
+                                format!("parameters are not a JSON object: {e}"),
+                            ),
+                            Ok(params) => {
+                                let _slot = slots.acquire_owned().await;
+                                let rid = id.clone();
+                                let ran =
+                                    tokio::task::spawn_blocking(move || model.infer(&rid, params))
+                                        .await;
+                                match ran {
+                                    Ok(Ok(out)) => match serde_json::to_vec(&out) {
+                                        Ok(bytes) => JobResult::output(&id, bytes),
+                                        Err(e) => JobResult::error(
+                                            &id,
+                                            opts.infer_fail_code,
+                                            format!("output not serialisable: {e}"),
+                                        ),
+                                    },
+                                    Ok(Err(e)) => JobResult::error(
+                                        &id,
+                                        e.code.unwrap_or(opts.infer_fail_code),
+                                        e.message,
+                                    ),
+                                    Err(join) => {
+                                        tracing::error!(error = %join, "model panicked");
+                                        JobResult::error(&id, opts.infer_fail_code, "the model panicked")
+                                    }
+                                }
+                            }
+                        },
+                    }
+                };
+                metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
+                metrics::DISPATCHER_JOBS_DONE.inc();
+                let _ = done.send(result);
+            }
+            .instrument(span),
+        );
+    }
+}

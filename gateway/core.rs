@@ -1,0 +1,203 @@
+//! [`Gateway`]: one request's way through the gateway, whatever the protocol.
+//!
+//! authenticate the envelope → find the model by path → the model's parameter
+//! check → a job on one of the gateway's queues, with the deadline
+//! `MessageTimeout` → the result, or a [`Failure`] carrying the client code.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::auth::Authenticator;
+use super::envelope::Envelope;
+use super::queue_link::QueueLink;
+use crate::codes::{CodeTable, ErrorKind};
+use crate::config::Settings;
+use crate::model_zoo::{ModelSet, Params};
+use crate::proto::{job_result, unix_ms_now, Job};
+use crate::queue::CallError;
+
+/// A request that gets an error answer: the code and message the client sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The kind, when the code is one of the table's (a model may use its own).
+    pub kind: Option<ErrorKind>,
+    pub code: i32,
+    pub msg: String,
+}
+
+pub struct Gateway {
+    codes: CodeTable,
+    auth: Authenticator,
+    models: ModelSet,
+    link: Arc<dyn QueueLink>,
+    queues: Vec<String>,
+    next_queue: AtomicUsize,
+    message_timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(
+        settings: &Settings,
+        models: ModelSet,
+        link: Arc<dyn QueueLink>,
+    ) -> Result<Self, String> {
+        let queues = (0..settings.server.request_queue_amount)
+            .map(|n| settings.server.queue(n))
+            .collect();
+        Ok(Gateway {
+            codes: CodeTable::new(&settings.err_code),
+            auth: Authenticator::new(&settings.api)?,
+            models,
+            link,
+            queues,
+            next_queue: AtomicUsize::new(0),
+            message_timeout: settings.server.message_timeout(),
+        })
+    }
+
+    pub fn codes(&self) -> &CodeTable {
+        &self.codes
+    }
+
+    pub fn message_timeout(&self) -> Duration {
+        self.message_timeout
+    }
+
+    /// The API paths served.
+    pub fn paths(&self) -> Vec<String> {
+        self.models.paths()
+    }
+
+    /// A failure of `kind`, with the table's message and a detail.
+    pub fn fail(&self, kind: ErrorKind, detail: &str) -> Failure {
+        let base = self.codes.msg(kind);
+        let msg = if detail.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}: {detail}")
+        };
+        Failure {
+            kind: Some(kind),
+            code: self.codes.code(kind),
+            msg,
+        }
+    }
+
+    /// Handles a REST body for `api_path`. Returns the appId (empty if it could
+    /// not be read) and the model output or the failure.
+    pub async fn handle_body(
+        &self,
+        request_id: &str,
+        api_path: &str,
+        body: &[u8],
+    ) -> (String, Result<Params, Failure>) {
+        match Envelope::from_body(body) {
+            Ok(env) => self.handle_envelope(request_id, api_path, env).await,
+            Err((kind, detail)) => (String::new(), Err(self.fail(kind, &detail))),
+        }
+    }
+
+    /// Handles already-parsed envelope fields (the gRPC API builds them).
+    pub async fn handle_fields(
+        &self,
+        request_id: &str,
+        api_path: &str,
+        fields: Map<String, Value>,
+    ) -> (String, Result<Params, Failure>) {
+        let app_id = match fields.get("appId") {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        match Envelope::from_fields(fields) {
+            Ok(env) => self.handle_envelope(request_id, api_path, env).await,
+            Err((kind, detail)) => (app_id, Err(self.fail(kind, &detail))),
+        }
+    }
+
+    async fn handle_envelope(
+        &self,
+        request_id: &str,
+        api_path: &str,
+        mut env: Envelope,
+    ) -> (String, Result<Params, Failure>) {
+        let app_id = env.app_id.clone();
+        let now = unix_ms_now() / 1000;
+        if let Err((kind, detail)) = self.auth.verify(&env, now) {
+            tracing::info!(code = self.codes.code(kind), %detail, "request refused");
+            return (app_id, Err(self.fail(kind, &detail)));
+        }
+        let data = env.take_data();
+        (app_id, self.run_model(request_id, api_path, data).await)
+    }
+
+    /// The model's check, then the queue.
+    async fn run_model(
+        &self,
+        request_id: &str,
+        api_path: &str,
+        data: Params,
+    ) -> Result<Params, Failure> {
+        let Some(model) = self.models.get(api_path) else {
+            return Err(self.fail(ErrorKind::UnknownApiPath, api_path));
+        };
+        let params = model.check(data).map_err(|e| match e.code {
+            Some(code) => Failure {
+                kind: self.codes.kind_of(code),
+                code,
+                msg: e.message,
+            },
+            None => self.fail(ErrorKind::ApiEntryFail, &e.message),
+        })?;
+        let params_json = serde_json::to_vec(&params)
+            .map_err(|e| self.fail(ErrorKind::ApiEntryFail, &e.to_string()))?;
+        let queue = self.pick_queue();
+        let job = Job {
+            request_id: request_id.to_string(),
+            queue,
+            api_path: api_path.to_string(),
+            params_json,
+            deadline_unix_ms: unix_ms_now() + self.message_timeout.as_millis() as i64,
+            deliveries: 0,
+            priority: 0,
+            reply_to: String::new(),
+        };
+        let result = self.link.call(job).await.map_err(|e| {
+            let kind = match &e {
+                CallError::QueueFull(_) | CallError::Unavailable(_) | CallError::Invalid(_) => {
+                    ErrorKind::SendMsgFail
+                }
+                CallError::ResultLost(_) => ErrorKind::RecvMsgFail,
+                CallError::DeadlineExceeded => ErrorKind::QueueTimeout,
+            };
+            tracing::warn!(error = %e, "queue call failed");
+            self.fail(kind, &e.to_string())
+        })?;
+        match result.outcome {
+            Some(job_result::Outcome::OutputJson(bytes)) => {
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(Value::Object(map)) => Ok(map),
+                    Ok(other) => {
+                        let mut m = Params::new();
+                        m.insert("result".into(), other);
+                        Ok(m)
+                    }
+                    Err(e) => Err(self.fail(ErrorKind::RecvMsgFail, &e.to_string())),
+                }
+            }
+            Some(job_result::Outcome::Error(e)) => Err(Failure {
+                kind: self.codes.kind_of(e.code),
+                code: e.code,
+                msg: e.message,
+            }),
+            None => Err(self.fail(ErrorKind::RecvMsgFail, "empty result")),
+        }
+    }
+
+    fn pick_queue(&self) -> String {
+        let n = self.next_queue.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        self.queues[n].clone()
+    }
+}

@@ -1,0 +1,182 @@
+//! The public gRPC API, `inferq.v1.Predict`: the same envelope and pipeline as
+//! REST, carried in protobuf fields. Failures are gRPC statuses with the
+//! inferq code in the `inferq-code` metadata key (and the message).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use prost_types::value::Kind;
+use serde_json::{Map, Number, Value};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
+
+use super::core::{Failure, Gateway};
+use super::new_request_id;
+use crate::codes::ErrorKind;
+use crate::metrics;
+use crate::proto::predict_request::Params as RequestParams;
+use crate::proto::predict_server::{Predict, PredictServer};
+use crate::proto::{PredictReply, PredictRequest};
+
+pub struct PredictGrpc {
+    gateway: Arc<Gateway>,
+}
+
+impl PredictGrpc {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        PredictGrpc { gateway }
+    }
+}
+
+#[tonic::async_trait]
+impl Predict for PredictGrpc {
+    async fn predict(
+        &self,
+        request: Request<PredictRequest>,
+    ) -> Result<Response<PredictReply>, Status> {
+        metrics::GATEWAY_REQUESTS.inc();
+        let request_id = new_request_id();
+        let span = tracing::info_span!("grpc_predict", request_id = %request_id);
+        let r = request.into_inner();
+        let gw = &self.gateway;
+        async move {
+            let data = match r.params {
+                Some(RequestParams::DataJson(text)) => match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(m)) => m,
+                    _ => {
+                        let f = gw.fail(ErrorKind::SignFail1, "data_json: must be a JSON object");
+                        return Err(status_of(&f, &request_id));
+                    }
+                },
+                Some(RequestParams::Data(s)) => struct_to_json(s),
+                None => {
+                    let f = gw.fail(ErrorKind::SignFail1, "data: is required");
+                    return Err(status_of(&f, &request_id));
+                }
+            };
+            let mut fields = Map::new();
+            fields.insert("appId".into(), Value::String(r.app_id));
+            fields.insert("signType".into(), Value::String(r.sign_type));
+            fields.insert("signData".into(), Value::String(r.sign_data));
+            fields.insert("timestamp".into(), Value::Number(r.timestamp.into()));
+            fields.insert("data".into(), Value::Object(data));
+            if !r.version.is_empty() {
+                fields.insert("version".into(), Value::String(r.version));
+            }
+            if !r.enc_type.is_empty() {
+                fields.insert("encType".into(), Value::String(r.enc_type));
+            }
+            let (_app, outcome) = gw.handle_fields(&request_id, &r.api_path, fields).await;
+            match outcome {
+                Ok(output) => {
+                    let result_json = serde_json::to_string(&output).unwrap_or_default();
+                    Ok(Response::new(PredictReply {
+                        request_id: request_id.clone(),
+                        code: 0,
+                        msg: "success".into(),
+                        result_json,
+                        result: Some(json_to_struct(output)),
+                    }))
+                }
+                Err(f) => {
+                    metrics::GATEWAY_ERRORS.inc();
+                    Err(status_of(&f, &request_id))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The gRPC status for a failure, with `inferq-code` and `inferq-request-id`.
+fn status_of(f: &Failure, request_id: &str) -> Status {
+    let code = match f.kind {
+        Some(
+            ErrorKind::SignFail
+            | ErrorKind::SignFail2
+            | ErrorKind::SignFail3
+            | ErrorKind::SignFail5,
+        ) => Code::Unauthenticated,
+        Some(
+            ErrorKind::SignFail1
+            | ErrorKind::SignFail6
+            | ErrorKind::ApiEntryFail
+            | ErrorKind::BodyTooLarge,
+        ) => Code::InvalidArgument,
+        Some(ErrorKind::UnknownApiPath | ErrorKind::UnknownApi) => Code::NotFound,
+        Some(ErrorKind::QueueTimeout) => Code::DeadlineExceeded,
+        Some(ErrorKind::SendMsgFail) => Code::Unavailable,
+        Some(ErrorKind::RecvMsgFail | ErrorKind::InferFail) | None => Code::Internal,
+    };
+    let mut md = MetadataMap::new();
+    if let Ok(v) = MetadataValue::try_from(f.code.to_string()) {
+        md.insert("inferq-code", v);
+    }
+    if let Ok(v) = MetadataValue::try_from(request_id) {
+        md.insert("inferq-request-id", v);
+    }
+    Status::with_metadata(code, format!("{}: {}", f.code, f.msg), md)
+}
+
+/// Struct → JSON; whole numbers become integers (Struct has only doubles).
+pub fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, value_to_json(v)))
+        .collect()
+}
+
+fn value_to_json(v: prost_types::Value) -> Value {
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::NumberValue(n)) => {
+            if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+                Value::Number(Number::from(n as i64))
+            } else {
+                Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null)
+            }
+        }
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+    }
+}
+
+/// JSON object → Struct.
+pub fn json_to_struct(m: Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
+    }
+}
+
+fn json_to_value(v: Value) -> prost_types::Value {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(json_to_value).collect(),
+        }),
+        Value::Object(m) => Kind::StructValue(json_to_struct(m)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// Serves the public gRPC API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(PredictServer::new(PredictGrpc::new(gateway)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,201 @@
+//! The REST side of the gateway: an axum router with one POST route per model,
+//! `/metrics` and `/healthz`, wrapped in tower layers:
+//! request id (a UUIDv7, also sent back as `X-Request-Id`) → tracing span with
+//! that id → timeout (answered 9997) → concurrency limit. Bodies over
+//! `API.MaxBodyBytes` get HTTP 413 with code 9810, after the body is read off
+//! the connection (so the client sees the answer, not a reset). Every answer,
+//! error or not, is a go-infer envelope.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Extension, Router};
+use http_body_util::BodyExt;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+use super::core::{Failure, Gateway};
+use super::envelope::{failure_body, success_body};
+use super::new_request_id;
+use crate::codes::ErrorKind;
+use crate::metrics;
+
+/// The id of the request being served, set by the first layer.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+#[derive(Clone)]
+struct AppState {
+    gateway: Arc<Gateway>,
+    max_body: usize,
+}
+
+/// Limits of the REST server.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub max_concurrent_requests: usize,
+    /// Backstop for a whole request (the queue call has its own deadline).
+    pub request_timeout: Duration,
+}
+
+/// Bodies up to this many times the limit are read and dropped before the 413
+/// answer; larger ones are answered at once and the connection closed.
+const DRAIN_FACTOR: usize = 16;
+
+pub fn router(gateway: Arc<Gateway>, limits: HttpLimits) -> Router {
+    let state = AppState {
+        gateway: Arc::clone(&gateway),
+        max_body: limits.max_body_bytes,
+    };
+    let mut app = Router::new();
+    for path in gateway.paths() {
+        app = app.route(&path, post(model_route));
+    }
+    app.route("/metrics", get(|| async { metrics::render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(unknown_path)
+        .with_state(state.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(assign_request_id))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .map(|r| r.0.clone())
+                        .unwrap_or_else(|| Arc::from(""));
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                }))
+                .layer(HandleErrorLayer::new(
+                    move |Extension(id): Extension<RequestId>, err: BoxError| {
+                        let gw = Arc::clone(&state.gateway);
+                        async move { layer_error(&gw, &id, err) }
+                    },
+                ))
+                .layer(tower::timeout::TimeoutLayer::new(limits.request_timeout))
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    limits.max_concurrent_requests,
+                )),
+        )
+}
+
+async fn assign_request_id(mut req: Request, next: Next) -> Response {
+    let id: Arc<str> = Arc::from(new_request_id());
+    req.extensions_mut().insert(RequestId(Arc::clone(&id)));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn layer_error(gw: &Gateway, id: &RequestId, err: BoxError) -> Response {
+    let f = if err.is::<tower::timeout::error::Elapsed>() {
+        gw.fail(ErrorKind::QueueTimeout, "request timed out in the gateway")
+    } else {
+        gw.fail(ErrorKind::RecvMsgFail, &err.to_string())
+    };
+    envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg))
+}
+
+async fn model_route(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    metrics::GATEWAY_REQUESTS.inc();
+    let gw = &state.gateway;
+    let bytes = match read_limited(body, state.max_body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            metrics::GATEWAY_ERRORS.inc();
+            let f = gw.fail(
+                ErrorKind::BodyTooLarge,
+                &format!("the limit is {} bytes", state.max_body),
+            );
+            return envelope_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                failure_body("", &id.0, f.code, &f.msg),
+            );
+        }
+        Err(BodyError::Read(e)) => {
+            metrics::GATEWAY_ERRORS.inc();
+            let f = gw.fail(ErrorKind::SignFail1, &format!("could not read the body: {e}"));
+            return envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg));
+        }
+    };
+    let (app_id, outcome) = gw.handle_body(&id.0, uri.path(), &bytes).await;
+    match outcome {
+        Ok(output) => envelope_response(StatusCode::OK, success_body(&app_id, &id.0, output)),
+        Err(Failure { code, msg, .. }) => {
+            metrics::GATEWAY_ERRORS.inc();
+            tracing::info!(code, %msg, "answered with an error");
+            envelope_response(StatusCode::OK, failure_body(&app_id, &id.0, code, &msg))
+        }
+    }
+}
+
+async fn unknown_path(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    uri: Uri,
+) -> Response {
+    metrics::GATEWAY_REQUESTS.inc();
+    metrics::GATEWAY_ERRORS.inc();
+    let f = state.gateway.fail(ErrorKind::UnknownApiPath, uri.path());
+    envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg))
+}
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// Reads at most `max` bytes. A larger body is read on (and dropped) up to
+/// `DRAIN_FACTOR * max`, so the client gets the 413 answer.
+async fn read_limited(body: Body, max: usize) -> Result<bytes::Bytes, BodyError> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let drain_cap = max.saturating_mul(DRAIN_FACTOR);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > max {
+                if seen > drain_cap {
+                    return Err(BodyError::TooLarge);
+                }
+                continue;
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > max {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf.freeze())
+    }
+}
+
+fn envelope_response(status: StatusCode, body: serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}

@@ -1,0 +1,166 @@
+//! The `Model` trait and the set of models one process serves.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Settings;
+
+/// Model parameters and outputs: a JSON object.
+pub type Params = serde_json::Map<String, serde_json::Value>;
+
+/// A model's refusal or failure. `code` replaces the generic code (9701 from
+/// `check`, 9998 from `infer`) when the model has its own.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    pub code: Option<i32>,
+    pub message: String,
+}
+
+impl ModelError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ModelError {
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn with_code(code: i32, message: impl Into<String>) -> Self {
+        ModelError {
+            code: Some(code),
+            message: message.into(),
+        }
+    }
+}
+
+/// What `init` may read: the settings (go-infer's `Customer` map and inferq's
+/// model settings) and the folder relative paths resolve against.
+pub struct InitContext<'a> {
+    pub settings: &'a Settings,
+    pub base_dir: PathBuf,
+}
+
+impl InitContext<'_> {
+    /// Resolves a path from the settings against the settings file's folder.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// A servable model (go-infer's `Model` interface).
+///
+/// ```
+/// use inferq::model_zoo::{Model, ModelError, Params};
+///
+/// /// Answers {"upper": TEXT in capitals}.
+/// struct Upper;
+///
+/// impl Model for Upper {
+///     fn api_path(&self) -> &str {
+///         "/api/upper"
+///     }
+///     fn check(&self, params: Params) -> Result<Params, ModelError> {
+///         match params.get("text") {
+///             Some(serde_json::Value::String(_)) => Ok(params),
+///             _ => Err(ModelError::new("text: a string is required")),
+///         }
+///     }
+///     fn infer(&self, _request_id: &str, params: Params) -> Result<Params, ModelError> {
+///         let text = params["text"].as_str().unwrap_or_default();
+///         let mut out = Params::new();
+///         out.insert("upper".into(), text.to_uppercase().into());
+///         Ok(out)
+///     }
+/// }
+///
+/// let mut p = Params::new();
+/// p.insert("text".into(), "abc".into());
+/// let p = Upper.check(p).unwrap();
+/// assert_eq!(Upper.infer("r1", p).unwrap()["upper"], "ABC");
+/// ```
+pub trait Model: Send + Sync + 'static {
+    /// The REST path the model is served at, e.g. `/api/echo`. Also its name
+    /// on the queue and in the gRPC API.
+    fn api_path(&self) -> &str;
+
+    /// go-infer's `ApiEntry`: checks (and may normalise) the request's `data`
+    /// on the gateway, before the job is queued. Must be cheap and must not
+    /// need `init`. An error reaches the client as 9701 or the error's code.
+    fn check(&self, params: Params) -> Result<Params, ModelError> {
+        Ok(params)
+    }
+
+    /// Loads weights and the like; called once in each dispatcher before it
+    /// takes jobs. A failure stops the dispatcher with that message.
+    fn init(&mut self, _ctx: &InitContext<'_>) -> Result<(), ModelError> {
+        Ok(())
+    }
+
+    /// Runs one job on a blocking thread. `params` are what `check` returned.
+    /// An error reaches the client as 9998 or the error's code.
+    fn infer(&self, request_id: &str, params: Params) -> Result<Params, ModelError>;
+}
+
+/// The models one process serves, by API path.
+#[derive(Clone, Default)]
+pub struct ModelSet {
+    by_path: HashMap<String, Arc<dyn Model>>,
+}
+
+impl ModelSet {
+    /// Takes ownership of the models; two models on one path are an error.
+    pub fn new(models: Vec<Box<dyn Model>>) -> Result<Self, ModelError> {
+        let mut by_path = HashMap::new();
+        for m in models {
+            let path = m.api_path().to_string();
+            if !path.starts_with('/') {
+                return Err(ModelError::new(format!(
+                    "model api path {path:?} must start with '/'"
+                )));
+            }
+            if by_path.insert(path.clone(), Arc::from(m)).is_some() {
+                return Err(ModelError::new(format!(
+                    "two models are registered on {path}"
+                )));
+            }
+        }
+        Ok(ModelSet { by_path })
+    }
+
+    /// Like [`ModelSet::new`], calling `init` on each model first.
+    pub fn initialised(
+        models: Vec<Box<dyn Model>>,
+        ctx: &InitContext<'_>,
+    ) -> Result<Self, ModelError> {
+        let mut ready = Vec::with_capacity(models.len());
+        for mut m in models {
+            let path = m.api_path().to_string();
+            m.init(ctx)
+                .map_err(|e| ModelError::new(format!("init of {path} failed: {e}")))?;
+            tracing::info!(model = %path, "model initialised");
+            ready.push(m);
+        }
+        ModelSet::new(ready)
+    }
+
+    pub fn get(&self, api_path: &str) -> Option<&Arc<dyn Model>> {
+        self.by_path.get(api_path)
+    }
+
+    /// The API paths, sorted.
+    pub fn paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.by_path.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+}

@@ -1,0 +1,80 @@
+//! The tonic server for `inferq.v1.QueueService`: a thin wrapper that turns
+//! gRPC requests into [`QueueService`] calls.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::service::QueueService;
+use crate::proto::queue_service_server::{self, QueueServiceServer};
+use crate::proto::{
+    CallReply, CallRequest, DispatcherMessage, QueueMessage, StatsReply, StatsRequest,
+};
+
+pub struct QueueGrpc {
+    service: Arc<QueueService>,
+}
+
+impl QueueGrpc {
+    pub fn new(service: Arc<QueueService>) -> Self {
+        QueueGrpc { service }
+    }
+}
+
+#[tonic::async_trait]
+impl queue_service_server::QueueService for QueueGrpc {
+    async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallReply>, Status> {
+        let job = request
+            .into_inner()
+            .job
+            .ok_or_else(|| Status::invalid_argument("CallRequest.job is missing"))?;
+        let result = self.service.call(job).await?;
+        Ok(Response::new(CallReply {
+            result: Some(result),
+        }))
+    }
+
+    type DispatchStream = ReceiverStream<Result<QueueMessage, Status>>;
+
+    async fn dispatch(
+        &self,
+        request: Request<Streaming<DispatcherMessage>>,
+    ) -> Result<Response<Self::DispatchStream>, Status> {
+        let inbound = request.into_inner().boxed();
+        Ok(Response::new(ReceiverStream::new(
+            self.service.dispatch(inbound),
+        )))
+    }
+
+    async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
+        let q = request.into_inner().queue;
+        let queue = (!q.is_empty()).then_some(q.as_str());
+        let queues = self
+            .service
+            .stats(queue)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(StatsReply { queues }))
+    }
+}
+
+/// Serves the queue API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    service: Arc<QueueService>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(65_536))
+        .add_service(QueueServiceServer::new(QueueGrpc::new(service)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

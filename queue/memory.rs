@@ -1,0 +1,313 @@
+//! The in-memory backend: queues in this process, for `standalone` and tests.
+//!
+//! Each queue is two lanes (priority 1 before priority 0) of ready jobs plus a
+//! map of leased jobs by request id. Leasing waits on a [`Notify`] that every
+//! enqueue and release signals; nothing polls. Nothing survives the process:
+//! for durability use the Redis backend.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::backend::{BackendError, Lease, QueueBackend, QueueDepth};
+use super::waiters::ResultWaiters;
+use crate::metrics;
+use crate::proto::{Job, JobResult};
+
+/// Limits and identity of a backend.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// The queue-service instance this backend belongs to (matches `Job.reply_to`).
+    pub instance_id: String,
+    /// Most ready jobs in one queue.
+    pub max_queue_length: usize,
+    /// Deliveries before a job is dead-lettered.
+    pub max_deliveries: u32,
+    /// The code a dead-lettered job is answered with (InferFail).
+    pub dead_letter_code: i32,
+    /// How long results are kept for lookup by id.
+    pub result_ttl: Duration,
+    /// Most results kept.
+    pub max_results: usize,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            instance_id: "local".into(),
+            max_queue_length: 100_000,
+            max_deliveries: 3,
+            dead_letter_code: 9998,
+            result_ttl: Duration::from_secs(300),
+            max_results: 100_000,
+        }
+    }
+}
+
+/// A job that was given up on, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub job: Job,
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct Lanes {
+    high: VecDeque<Job>,
+    normal: VecDeque<Job>,
+    /// request id -> (consumer, job)
+    leased: HashMap<String, (String, Job)>,
+    dead: Vec<DeadLetter>,
+}
+
+impl Lanes {
+    fn ready(&self) -> usize {
+        self.high.len() + self.normal.len()
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        self.high.pop_front().or_else(|| self.normal.pop_front())
+    }
+
+    fn push_front(&mut self, job: Job) {
+        if job.priority > 0 {
+            self.high.push_front(job)
+        } else {
+            self.normal.push_front(job)
+        }
+    }
+
+    fn remove_ready(&mut self, request_id: &str) {
+        self.high.retain(|j| j.request_id != request_id);
+        self.normal.retain(|j| j.request_id != request_id);
+    }
+}
+
+struct MemQueue {
+    lanes: Mutex<Lanes>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct ResultStore {
+    by_id: HashMap<String, JobResult>,
+    order: VecDeque<(Instant, String)>,
+}
+
+pub struct MemoryBackend {
+    opts: BackendOptions,
+    queues: Mutex<HashMap<String, Arc<MemQueue>>>,
+    results: Mutex<ResultStore>,
+    waiters: Arc<ResultWaiters>,
+}
+
+impl MemoryBackend {
+    pub fn new(opts: BackendOptions, waiters: Arc<ResultWaiters>) -> Self {
+        MemoryBackend {
+            opts,
+            queues: Mutex::new(HashMap::new()),
+            results: Mutex::new(ResultStore::default()),
+            waiters,
+        }
+    }
+
+    fn queue(&self, name: &str) -> Arc<MemQueue> {
+        let mut qs = self.queues.lock();
+        Arc::clone(qs.entry(name.to_string()).or_insert_with(|| {
+            Arc::new(MemQueue {
+                lanes: Mutex::new(Lanes::default()),
+                wake: Notify::new(),
+            })
+        }))
+    }
+
+    /// The dead letters of `queue`.
+    pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
+        self.queue(queue).lanes.lock().dead.clone()
+    }
+
+    fn store_result(&self, result: &JobResult) {
+        let now = Instant::now();
+        let mut store = self.results.lock();
+        while let Some((t, _)) = store.order.front() {
+            if now.duration_since(*t) < self.opts.result_ttl
+                && store.order.len() < self.opts.max_results
+            {
+                break;
+            }
+            if let Some((_, id)) = store.order.pop_front() {
+                store.by_id.remove(&id);
+            }
+        }
+        if store
+            .by_id
+            .insert(result.request_id.clone(), result.clone())
+            .is_none()
+        {
+            store.order.push_back((now, result.request_id.clone()));
+        }
+    }
+
+    fn finish(&self, job: &Job, result: JobResult) {
+        self.store_result(&result);
+        if job.reply_to == self.opts.instance_id {
+            self.waiters.deliver(result);
+        }
+    }
+}
+
+#[async_trait]
+impl QueueBackend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn enqueue(&self, job: Job) -> Result<(), BackendError> {
+        let q = self.queue(&job.queue);
+        {
+            let mut lanes = q.lanes.lock();
+            if lanes.ready() >= self.opts.max_queue_length {
+                return Err(BackendError::QueueFull {
+                    queue: job.queue.clone(),
+                    limit: self.opts.max_queue_length,
+                });
+            }
+            if job.priority > 0 {
+                lanes.high.push_back(job);
+            } else {
+                lanes.normal.push_back(job);
+            }
+        }
+        q.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn lease(
+        &self,
+        queue: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Lease>, BackendError> {
+        let q = self.queue(queue);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = q.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut out = Vec::new();
+            let mut dead = Vec::new();
+            {
+                let mut lanes = q.lanes.lock();
+                while out.len() < max {
+                    let Some(mut job) = lanes.pop() else { break };
+                    job.deliveries += 1;
+                    if job.deliveries > self.opts.max_deliveries {
+                        let reason = format!(
+                            "given up after {} deliveries without a result",
+                            self.opts.max_deliveries
+                        );
+                        lanes.dead.push(DeadLetter {
+                            job: job.clone(),
+                            reason: reason.clone(),
+                        });
+                        dead.push((job, reason));
+                        continue;
+                    }
+                    lanes
+                        .leased
+                        .insert(job.request_id.clone(), (consumer.to_string(), job.clone()));
+                    out.push(Lease {
+                        job,
+                        tag: String::new(),
+                    });
+                }
+            }
+            for (job, reason) in dead {
+                metrics::QUEUE_DEAD_LETTERED.inc();
+                tracing::warn!(request_id = %job.request_id, queue, %reason, "job dead-lettered");
+                let r = JobResult::error(&job.request_id, self.opts.dead_letter_code, reason);
+                self.finish(&job, r);
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn complete(&self, lease: &Lease, result: JobResult) -> Result<(), BackendError> {
+        let q = self.queue(&lease.job.queue);
+        {
+            let mut lanes = q.lanes.lock();
+            if lanes.leased.remove(&lease.job.request_id).is_none() {
+                // Released meanwhile: it may be waiting for redelivery; the
+                // answer is here, so it need not run again.
+                lanes.remove_ready(&lease.job.request_id);
+            }
+        }
+        self.finish(&lease.job, result);
+        Ok(())
+    }
+
+    async fn release(&self, queue: &str, consumer: &str) -> Result<usize, BackendError> {
+        let q = self.queue(queue);
+        let n = {
+            let mut lanes = q.lanes.lock();
+            let ids: Vec<String> = lanes
+                .leased
+                .iter()
+                .filter(|(_, (c, _))| c == consumer)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let mut jobs: Vec<Job> = ids
+                .iter()
+                .filter_map(|id| lanes.leased.remove(id).map(|(_, j)| j))
+                .collect();
+            // Oldest delivery first at the head: ids are UUIDv7, time-ordered.
+            jobs.sort_by(|a, b| b.request_id.cmp(&a.request_id));
+            let n = jobs.len();
+            for j in jobs {
+                lanes.push_front(j);
+            }
+            n
+        };
+        if n > 0 {
+            q.wake.notify_waiters();
+        }
+        Ok(n)
+    }
+
+    async fn depth(&self, queue: Option<&str>) -> Result<Vec<QueueDepth>, BackendError> {
+        let names: Vec<String> = match queue {
+            Some(q) => vec![q.to_string()],
+            None => {
+                let mut v: Vec<String> = self.queues.lock().keys().cloned().collect();
+                v.sort();
+                v
+            }
+        };
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let q = self.queue(&name);
+                let lanes = q.lanes.lock();
+                QueueDepth {
+                    queue: name,
+                    ready: lanes.ready() as u64,
+                    leased: lanes.leased.len() as u64,
+                }
+            })
+            .collect())
+    }
+
+    async fn result(&self, request_id: &str) -> Result<Option<JobResult>, BackendError> {
+        Ok(self.results.lock().by_id.get(request_id).cloned())
+    }
+}

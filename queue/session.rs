@@ -1,0 +1,236 @@
+//! One dispatcher's `Dispatch` stream, seen from the queue.
+//!
+//! The stream opens with the dispatcher's Hello (node, queue, MaxWorkers). The
+//! session then runs two loops:
+//! - the lease loop waits for credits, leases that many jobs from the backend
+//!   under this session's consumer name and sends them;
+//! - the read loop takes results, completes their jobs in the backend and gives
+//!   one credit back per result.
+//!
+//! When the stream ends, for any reason (dispatcher drained, crashed, network
+//! gone), every job still leased to the session is released to the head of its
+//! queue for another dispatcher. Expired jobs (the caller stopped waiting) are
+//! completed as expired and not sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::Instrument;
+
+use super::backend::Lease;
+use super::credit::CreditWindow;
+use super::service::{QueueService, SessionInfo};
+use crate::metrics;
+use crate::proto::{
+    dispatcher_message, queue_message, unix_ms_now, DispatcherMessage, Hello, JobResult,
+    QueueMessage, Welcome,
+};
+
+type Outbound = mpsc::Sender<Result<QueueMessage, Status>>;
+type InHand = Arc<Mutex<HashMap<String, Lease>>>;
+
+pub(crate) async fn run(
+    service: Arc<QueueService>,
+    mut inbound: BoxStream<'static, Result<DispatcherMessage, Status>>,
+    out: Outbound,
+) {
+    let hello = match tokio::time::timeout(service.opts.hello_timeout, inbound.next()).await {
+        Ok(Some(Ok(DispatcherMessage {
+            kind: Some(dispatcher_message::Kind::Hello(h)),
+        }))) => h,
+        _ => {
+            let _ = out
+                .send(Err(Status::invalid_argument(
+                    "the first message on Dispatch must be Hello",
+                )))
+                .await;
+            return;
+        }
+    };
+    if let Err(why) = check_hello(&hello) {
+        let _ = out.send(Err(Status::invalid_argument(why))).await;
+        return;
+    }
+    let session_id = format!("{}#{}", hello.node_id, uuid::Uuid::now_v7().simple());
+    let span = tracing::info_span!("dispatch", node = %hello.node_id, queue = %hello.queue, session = %session_id);
+    async move {
+        let window = Arc::new(CreditWindow::new(hello.max_workers));
+        let welcome = QueueMessage {
+            kind: Some(queue_message::Kind::Welcome(Welcome {
+                session_id: session_id.clone(),
+                credits: window.size(),
+            })),
+        };
+        if out.send(Ok(welcome)).await.is_err() {
+            return;
+        }
+        service.register_session(
+            &session_id,
+            SessionInfo {
+                node_id: hello.node_id.clone(),
+                queue: hello.queue.clone(),
+                window: window.size(),
+            },
+        );
+        tracing::info!(credits = window.size(), models = ?hello.api_paths, "dispatcher connected");
+
+        let in_hand: InHand = Arc::default();
+        let stop = CancellationToken::new();
+        let leaser = tokio::spawn(
+            lease_loop(
+                Arc::clone(&service),
+                hello.queue.clone(),
+                session_id.clone(),
+                Arc::clone(&window),
+                Arc::clone(&in_hand),
+                out.clone(),
+                stop.clone(),
+            )
+            .in_current_span(),
+        );
+
+        let ended_by = loop {
+            match inbound.next().await {
+                Some(Ok(DispatcherMessage { kind: Some(kind) })) => match kind {
+                    dispatcher_message::Kind::Result(result) => {
+                        take_result(&service, &in_hand, &window, result).await
+                    }
+                    dispatcher_message::Kind::Drain(_) => {
+                        tracing::info!("dispatcher draining: no more jobs sent");
+                        stop.cancel();
+                    }
+                    dispatcher_message::Kind::Hello(_) => {
+                        tracing::warn!("second Hello ignored");
+                    }
+                },
+                Some(Ok(DispatcherMessage { kind: None })) => {}
+                Some(Err(status)) => break format!("stream error: {}", status.message()),
+                None => break "stream closed".to_string(),
+            }
+        };
+        stop.cancel();
+        let _ = leaser.await;
+        let held = in_hand.lock().len();
+        in_hand.lock().clear();
+        match service.backend.release(&hello.queue, &session_id).await {
+            Ok(0) => tracing::info!(%ended_by, "dispatcher disconnected"),
+            Ok(n) => {
+                metrics::QUEUE_RELEASED.add(n as u64);
+                tracing::warn!(%ended_by, returned = n, "dispatcher gone with jobs in hand; returned them to the queue");
+            }
+            Err(e) => tracing::error!(%ended_by, held, error = %e, "could not return jobs of a gone dispatcher; they are reclaimed when the backend is back"),
+        }
+        service.unregister_session(&session_id);
+    }
+    .instrument(span)
+    .await
+}
+
+fn check_hello(h: &Hello) -> Result<(), String> {
+    if h.queue.is_empty() {
+        return Err("Hello.queue is empty".into());
+    }
+    if h.max_workers == 0 {
+        return Err("Hello.max_workers must be at least 1".into());
+    }
+    if h.node_id.is_empty() {
+        return Err("Hello.node_id is empty".into());
+    }
+    Ok(())
+}
+
+async fn take_result(
+    service: &QueueService,
+    in_hand: &InHand,
+    window: &CreditWindow,
+    result: JobResult,
+) {
+    let lease = in_hand.lock().remove(&result.request_id);
+    let Some(lease) = lease else {
+        tracing::warn!(request_id = %result.request_id, "result for a job this dispatcher does not hold; ignored");
+        return;
+    };
+    let request_id = result.request_id.clone();
+    if let Err(e) = service.backend.complete(&lease, result).await {
+        // The job stays leased in the backend and is redelivered later.
+        tracing::error!(%request_id, error = %e, "could not store a result");
+    } else {
+        metrics::QUEUE_COMPLETED.inc();
+    }
+    window.give_back(1);
+}
+
+async fn lease_loop(
+    service: Arc<QueueService>,
+    queue: String,
+    session_id: String,
+    window: Arc<CreditWindow>,
+    in_hand: InHand,
+    out: Outbound,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => return,
+            n = window.take_all() => n,
+        };
+        let leased = tokio::select! {
+            biased;
+            _ = stop.cancelled() => { window.give_back(n); return }
+            r = service.backend.lease(&queue, &session_id, n, service.opts.lease_wait) => r,
+        };
+        let leases = match leased {
+            Ok(v) => {
+                backoff = Duration::from_millis(50);
+                v
+            }
+            Err(e) => {
+                window.give_back(n);
+                tracing::warn!(error = %e, "lease failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        window.give_back(n.saturating_sub(leases.len()));
+        let now = unix_ms_now();
+        let mut to_send = Vec::with_capacity(leases.len());
+        for lease in leases {
+            if lease.job.is_expired(now) {
+                let r = JobResult::error(
+                    &lease.job.request_id,
+                    service.opts.expired_code,
+                    "expired in the queue: the caller's deadline passed",
+                );
+                if service.backend.complete(&lease, r).await.is_ok() {
+                    metrics::QUEUE_EXPIRED.inc();
+                }
+                window.give_back(1);
+                continue;
+            }
+            in_hand
+                .lock()
+                .insert(lease.job.request_id.clone(), lease.clone());
+            to_send.push(lease.job);
+        }
+        for job in to_send {
+            let msg = QueueMessage {
+                kind: Some(queue_message::Kind::Job(job)),
+            };
+            if out.send(Ok(msg)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

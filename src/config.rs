@@ -1,0 +1,398 @@
+//! settings.yaml: go-infer's keys, as they are, plus inferq's own with defaults.
+//!
+//! An unmodified go-infer `settings.yaml` loads: the sections `API`, `Server`,
+//! `ErrCode` and `Customer` keep go-infer's key names and meanings. inferq's own
+//! keys sit beside them (e.g. `API.GrpcPort`, `Server.QueueListen`) and all
+//! have defaults. Loading fails with one line naming the file and the key for a
+//! missing file, a bad value or a wrong type; unknown keys are logged as
+//! warnings so that typos are seen but old files keep working.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::codes::CodeEntry;
+
+/// Why settings could not be loaded. Each renders as one line naming the key.
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    #[error("settings file {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("settings file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole settings file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    #[serde(rename = "API")]
+    pub api: ApiSettings,
+    #[serde(rename = "Server")]
+    pub server: ServerSettings,
+    /// go-infer's error table: `Name: {code, msg}`.
+    #[serde(rename = "ErrCode")]
+    pub err_code: BTreeMap<String, CodeEntry>,
+    /// Free settings for models (go-infer's `Customer`: model paths and the like).
+    #[serde(rename = "Customer")]
+    pub customer: BTreeMap<String, serde_yaml::Value>,
+    /// Where the file was read from (set by the loader; relative model paths resolve against it).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// The `API` section: the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    #[serde(rename = "Port")]
+    pub port: u16,
+    #[serde(rename = "Addr")]
+    pub addr: String,
+    /// go-infer's shared SM2 key: base64 of the 32-byte private scalar. The
+    /// gateway derives the verifying public key from it.
+    #[serde(rename = "SM2PrivateKey")]
+    pub sm2_private_key: Option<String>,
+    #[serde(rename = "AppIdSecret")]
+    pub app_id_secret: BTreeMap<String, String>,
+    /// Seconds; a request whose timestamp is further than this from now is refused.
+    #[serde(rename = "RequestTimestampDiff")]
+    pub request_timestamp_diff: f64,
+    /// appIds allowed to send `signType: plain`.
+    #[serde(rename = "AllowSignPlain")]
+    pub allow_sign_plain: Vec<String>,
+
+    // ---- inferq's own keys ----
+    /// Per-appId SM2 public keys (hex or base64 of the SEC1 point `04‖x‖y`), so
+    /// the server need not hold a client's private key. Checked before `SM2PrivateKey`.
+    #[serde(rename = "SM2PublicKeys")]
+    pub sm2_public_keys: BTreeMap<String, String>,
+    /// Port of the public gRPC API (`inferq.v1.Predict`); 0 picks a free port. Addr as `Addr`.
+    #[serde(rename = "GrpcPort")]
+    pub grpc_port: Option<u16>,
+    /// Largest request body accepted, in bytes.
+    #[serde(rename = "MaxBodyBytes")]
+    pub max_body_bytes: usize,
+    /// Requests handled at once by one gateway; more wait.
+    #[serde(rename = "MaxConcurrentRequests")]
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            port: 5000,
+            addr: "0.0.0.0".into(),
+            sm2_private_key: None,
+            app_id_secret: BTreeMap::new(),
+            request_timestamp_diff: 300.0,
+            allow_sign_plain: Vec::new(),
+            sm2_public_keys: BTreeMap::new(),
+            grpc_port: Some(5001),
+            max_body_bytes: 1 << 20,
+            max_concurrent_requests: 10_000,
+        }
+    }
+}
+
+/// Which store holds the queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// `standalone` uses memory, the split subcommands use Redis.
+    #[default]
+    Auto,
+    Memory,
+    Redis,
+}
+
+/// The `Server` section: queues and dispatchers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    #[serde(rename = "RedisServer")]
+    pub redis_server: String,
+    #[serde(rename = "RedisPasswd")]
+    pub redis_passwd: String,
+    /// Base name of the request queues; queue N is `QueueName` + N.
+    #[serde(rename = "QueueName")]
+    pub queue_name: String,
+    /// How many request queues a gateway spreads its requests over.
+    #[serde(rename = "RequestQueueAmount")]
+    pub request_queue_amount: u32,
+    /// Seconds a synchronous call waits for its result.
+    #[serde(rename = "MessageTimeout")]
+    pub message_timeout: f64,
+    /// Jobs one dispatcher holds at once (its credits).
+    #[serde(rename = "MaxWorkers")]
+    pub max_workers: u32,
+
+    // ---- inferq's own keys ----
+    /// `auto`, `memory` or `redis`.
+    #[serde(rename = "Backend")]
+    pub backend: BackendChoice,
+    /// Where `inferq queue` listens (gRPC).
+    #[serde(rename = "QueueListen")]
+    pub queue_listen: String,
+    /// The queue services gateways and dispatchers connect to.
+    #[serde(rename = "QueueEndpoints")]
+    pub queue_endpoints: Vec<String>,
+    /// Where a dispatcher serves `/metrics` and `/healthz`; empty: not served.
+    #[serde(rename = "DispatcherMetricsListen")]
+    pub dispatcher_metrics_listen: String,
+    /// Most jobs waiting in one queue; a put beyond it is refused (9702).
+    #[serde(rename = "MaxQueueLength")]
+    pub max_queue_length: usize,
+    /// A job handed out this many times without a result goes to the dead letters (9998).
+    #[serde(rename = "MaxDeliveries")]
+    pub max_deliveries: u32,
+    /// Seconds a dispatcher waits for its jobs in hand on SIGTERM before it exits anyway.
+    #[serde(rename = "DrainTimeout")]
+    pub drain_timeout: f64,
+    /// Threads that run `Infer` in a dispatcher; 0: MaxWorkers.
+    #[serde(rename = "InferThreads")]
+    pub infer_threads: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            redis_server: "127.0.0.1:6379".into(),
+            redis_passwd: String::new(),
+            queue_name: "goinfer-synchronous-asynchronous-queue".into(),
+            request_queue_amount: 1,
+            message_timeout: 10.0,
+            max_workers: 8,
+            backend: BackendChoice::Auto,
+            queue_listen: "127.0.0.1:5100".into(),
+            queue_endpoints: vec!["http://127.0.0.1:5100".into()],
+            dispatcher_metrics_listen: String::new(),
+            max_queue_length: 100_000,
+            max_deliveries: 3,
+            drain_timeout: 30.0,
+            infer_threads: 0,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The name of request queue `n`.
+    pub fn queue(&self, n: u32) -> String {
+        format!("{}{}", self.queue_name, n)
+    }
+
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.message_timeout)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout)
+    }
+}
+
+impl ApiSettings {
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.addr, self.port)
+    }
+    pub fn grpc_addr(&self) -> Option<String> {
+        self.grpc_port.map(|p| format!("{}:{}", self.addr, p))
+    }
+}
+
+impl Settings {
+    /// Reads and checks a settings file.
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut settings = Settings::from_yaml(&text, path)?;
+        settings.source = Some(path.to_path_buf());
+        Ok(settings)
+    }
+
+    /// Parses settings text; `path` names the file in errors.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Settings, SettingsError> {
+        let invalid = |key: String, message: String| SettingsError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        // An empty file is an empty mapping, all defaults.
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let de = serde_yaml::Deserializer::from_str(text);
+        let mut unknown = Vec::new();
+        let mut record = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+        let de = serde_ignored::Deserializer::new(de, &mut record);
+        let settings: Settings = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let message = first_line(&e.inner().to_string());
+            invalid(key, message)
+        })?;
+        for key in unknown {
+            tracing::warn!(file = %path.display(), key = %key, "unknown settings key ignored");
+        }
+        settings.validate().map_err(|(k, m)| invalid(k, m))?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
+        if self.api.request_timestamp_diff < 0.0 || !self.api.request_timestamp_diff.is_finite() {
+            return bad("API.RequestTimestampDiff", "must be a non-negative number of seconds");
+        }
+        if self.api.max_body_bytes == 0 {
+            return bad("API.MaxBodyBytes", "must be at least 1");
+        }
+        if self.api.max_concurrent_requests == 0 {
+            return bad("API.MaxConcurrentRequests", "must be at least 1");
+        }
+        if self.server.max_workers == 0 {
+            return bad("Server.MaxWorkers", "must be at least 1");
+        }
+        if self.server.request_queue_amount == 0 {
+            return bad("Server.RequestQueueAmount", "must be at least 1");
+        }
+        if !(self.server.message_timeout > 0.0 && self.server.message_timeout.is_finite()) {
+            return bad("Server.MessageTimeout", "must be a positive number of seconds");
+        }
+        if !(self.server.drain_timeout >= 0.0 && self.server.drain_timeout.is_finite()) {
+            return bad("Server.DrainTimeout", "must be a non-negative number of seconds");
+        }
+        if self.server.max_deliveries == 0 {
+            return bad("Server.MaxDeliveries", "must be at least 1");
+        }
+        if self.server.max_queue_length == 0 {
+            return bad("Server.MaxQueueLength", "must be at least 1");
+        }
+        if self.server.queue_listen.parse::<SocketAddr>().is_err() {
+            return bad("Server.QueueListen", "must be host:port with an IP address");
+        }
+        if self.server.queue_endpoints.is_empty() {
+            return bad("Server.QueueEndpoints", "must name at least one queue service");
+        }
+        for e in &self.server.queue_endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return bad("Server.QueueEndpoints", "each must be an http:// or https:// URL");
+            }
+        }
+        if format!("{}:{}", self.api.addr, self.api.port)
+            .parse::<SocketAddr>()
+            .is_err()
+        {
+            return bad("API.Addr", "must be an IP address");
+        }
+        if !self.server.dispatcher_metrics_listen.is_empty()
+            && self
+                .server
+                .dispatcher_metrics_listen
+                .parse::<SocketAddr>()
+                .is_err()
+        {
+            return bad("Server.DispatcherMetricsListen", "must be host:port with an IP address");
+        }
+        Ok(())
+    }
+
+    /// A `Customer` value as a string (go-infer keeps them as strings).
+    pub fn customer_str(&self, key: &str) -> Option<String> {
+        match self.customer.get(key)? {
+            serde_yaml::Value::String(s) => Some(s.clone()),
+            serde_yaml::Value::Number(n) => Some(n.to_string()),
+            serde_yaml::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GO_INFER: &str = r#"
+# HTTP 服务端参数
+API:
+    Port: 5000
+    Addr: 0.0.0.0
+    SM2PrivateKey: "JShsBOJL0RgPAoPttEB1hgtPAvCikOl0V1oTOYL7k5U="
+    AppIdSecret: { # 接口调用分配的 appid 和 sevret
+        "3EA25569454745D01219080B779F021F" : "41DF0E6AE27B5282C07EF5124642A352",
+    }
+    RequestTimestampDiff: 300
+    AllowSignPlain: ["3EA25569454745D01219080B779F021F"]
+
+Server:
+    RedisServer: "127.0.0.1:7480"
+    RedisPasswd: "e18ffb7484f4d69c2acb40008471a71c"
+    QueueName: "goinfer-synchronous-asynchronous-queue"
+    RequestQueueAmount: 1 # 请求队列数量，要启动相同数量的server
+    MessageTimeout: 10 # 推理计算最大等待时间
+    MaxWorkers: 8 # 模型推理最大并发数
+
+ErrCode:
+    SignFail: {code: 9800, msg: "签名错误"}
+
+Customer: {
+    "BertModelPath" : "../../nlp/qa_demo/saved-model",
+}
+"#;
+
+    #[test]
+    fn go_infer_file_loads() {
+        let s = Settings::from_yaml(GO_INFER, Path::new("s.yaml")).expect("loads");
+        assert_eq!(s.api.port, 5000);
+        assert_eq!(s.api.app_id_secret.len(), 1);
+        assert_eq!(s.server.redis_server, "127.0.0.1:7480");
+        assert_eq!(s.server.max_workers, 8);
+        assert_eq!(s.server.queue(0), "goinfer-synchronous-asynchronous-queue0");
+        assert_eq!(s.err_code["SignFail"].code, 9800);
+        assert_eq!(
+            s.customer_str("BertModelPath").as_deref(),
+            Some("../../nlp/qa_demo/saved-model")
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = Settings::from_yaml("Server:\n  MaxWorkers: many\n", Path::new("s.yaml"))
+            .expect_err("must fail");
+        let line = err.to_string();
+        assert!(line.contains("Server.MaxWorkers"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Settings::from_yaml("Server:\n  MaxWorkers: 0\n", Path::new("s.yaml"))
+            .expect_err("must fail");
+        assert!(err.to_string().contains("Server.MaxWorkers"));
+    }
+
+    #[test]
+    fn unknown_keys_are_not_fatal() {
+        let s = Settings::from_yaml("API:\n  Prot: 1\nExtra: 2\n", Path::new("s.yaml"))
+            .expect("unknown keys only warn");
+        assert_eq!(s.api.port, 5000);
+    }
+
+    #[test]
+    fn missing_file_is_one_line() {
+        let err = Settings::load(Path::new("/nonexistent/settings.yaml")).expect_err("missing");
+        assert!(err.to_string().starts_with("settings file /nonexistent/settings.yaml"));
+    }
+}

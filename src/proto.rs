@@ -1,0 +1,46 @@
+//! The generated protobuf and gRPC code for `proto/inferq/v1/*.proto`.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("inferq.v1");
+}
+
+pub use v1::*;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, in unix milliseconds (the unit of `Job.deadline_unix_ms`).
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl JobResult {
+    /// A successful result carrying `output` (a JSON object, already encoded).
+    pub fn output(request_id: impl Into<String>, output_json: Vec<u8>) -> Self {
+        JobResult {
+            request_id: request_id.into(),
+            outcome: Some(job_result::Outcome::OutputJson(output_json)),
+        }
+    }
+
+    /// A failed result with an inferq code.
+    pub fn error(request_id: impl Into<String>, code: i32, message: impl Into<String>) -> Self {
+        JobResult {
+            request_id: request_id.into(),
+            outcome: Some(job_result::Outcome::Error(JobError {
+                code,
+                message: message.into(),
+            })),
+        }
+    }
+}
+
+impl Job {
+    /// True when the caller's deadline has passed.
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.deadline_unix_ms > 0 && now_ms >= self.deadline_unix_ms
+    }
+}
