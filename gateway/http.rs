@@ -62,6 +62,7 @@ pub fn router(gateway: Arc<Gateway>, limits: HttpLimits) -> Router {
     app.route("/metrics", get(|| async { metrics::render() }))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(unknown_path)
+        .method_not_allowed_fallback(unknown_path)
         .with_state(state.clone())
         .layer(
             ServiceBuilder::new()

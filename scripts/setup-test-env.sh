@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond cargo, idempotently, into .cache/:
+# a Python venv with the independent client implementations (gmssl for SM2),
+# pinned and checked by sha256 (tests/python/requirements.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cache="$root/.cache"
+mkdir -p "$cache"
+
+# Python venv for client-side test tools.
+venv="$cache/venv"
+req="tests/python/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating Python venv in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    --cache-dir "$cache/pip" --require-hashes -r "$req"
+  echo "$want" > "$stamp"
+fi
+echo "setup: test environment ready"

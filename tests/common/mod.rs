@@ -1,0 +1,391 @@
+//! Test harness: starts the real `inferq` binary on loopback ephemeral ports,
+//! reads the `listening on` lines it prints, and stops every process when the
+//! handle drops, also when a test fails.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+pub const APP_ID: &str = "3EA25569454745D01219080B779F021F";
+pub const SECRET: &str = "41DF0E6AE27B5282C07EF5124642A352";
+pub const PLAIN_APP: &str = "PLAINAPP00000000000000000000000A";
+pub const PLAIN_SECRET: &str = "00000000000000000000000000000000";
+pub const SM2_KEY: &str = "JShsBOJL0RgPAoPttEB1hgtPAvCikOl0V1oTOYL7k5U=";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_inferq")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv python with the independent client tools (scripts/setup-test-env.sh).
+pub fn python() -> PathBuf {
+    let p = std::env::var("INFERQ_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".cache/venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/test.sh (it sets up the test venv)",
+        p.display()
+    );
+    p
+}
+
+/// A settings file for tests: loopback, ephemeral ports, the example keys.
+pub fn settings_yaml(extra_api: &str, extra_server: &str) -> String {
+    format!(
+        r#"
+API:
+  Port: 0
+  Addr: 127.0.0.1
+  GrpcPort: 0
+  SM2PrivateKey: "{SM2_KEY}"
+  AppIdSecret:
+    "{APP_ID}": "{SECRET}"
+    "{PLAIN_APP}": "{PLAIN_SECRET}"
+  AllowSignPlain: ["{PLAIN_APP}"]
+  RequestTimestampDiff: 300
+{extra_api}
+Server:
+  QueueName: "testq"
+  MessageTimeout: 10
+  MaxWorkers: 8
+  Backend: memory
+  QueueListen: "127.0.0.1:0"
+  DispatcherMetricsListen: ""
+{extra_server}
+"#
+    )
+}
+
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        TestDir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+}
+
+/// A running inferq process; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    /// role -> address, from the `inferq: <role> listening on <addr>` lines.
+    pub addrs: HashMap<String, String>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `inferq ARGS` and waits until every role in `roles` listens.
+    pub fn start(name: &str, dir: &Path, args: &[&str], roles: &[&str]) -> Proc {
+        Proc::start_cmd(name, dir, Command::new(bin()).args(args), roles)
+    }
+
+    pub fn start_cmd(name: &str, dir: &Path, cmd: &mut Command, roles: &[&str]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut child = cmd
+            .env("INFERQ_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn inferq");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let mut proc = Proc {
+            name: name.into(),
+            child,
+            addrs: HashMap::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while roles.iter().any(|r| !proc.addrs.contains_key(*r)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("inferq: ") {
+                        if let Some((role, addr)) = rest.split_once(" listening on ") {
+                            proc.addrs.insert(role.to_string(), addr.trim().to_string());
+                        }
+                    }
+                }
+                Err(_) => panic!(
+                    "{name} did not start (waiting for {roles:?}); log:\n{}",
+                    proc.log_text()
+                ),
+            }
+        }
+        proc
+    }
+
+    pub fn addr(&self, role: &str) -> &str {
+        &self.addrs[role]
+    }
+
+    pub fn url(&self, role: &str, path: &str) -> String {
+        format!("http://{}{}", self.addr(role), path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status();
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Waits for exit up to `timeout`; the exit code, or None if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A standalone inferq with `settings`.
+pub fn standalone(dir: &TestDir, settings: &str) -> Proc {
+    let yaml = dir.write("settings.yaml", settings);
+    Proc::start(
+        "standalone",
+        dir.path(),
+        &["standalone", "--yaml", yaml.to_str().unwrap()],
+        &["gateway-http", "gateway-grpc"],
+    )
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A SHA256-signed envelope for `data` (Python canonical form).
+pub fn signed(data: Value) -> Value {
+    signed_with(data, Map::new(), "SHA256", APP_ID, SECRET, now())
+}
+
+pub fn signed_with(
+    data: Value,
+    extra: Map<String, Value>,
+    sign_type: &str,
+    app: &str,
+    secret: &str,
+    ts: i64,
+) -> Value {
+    use inferq::gateway::signature::{self, Canonical};
+    let mut fields = Map::new();
+    fields.insert("appId".into(), json!(app));
+    fields.insert("version".into(), json!("1"));
+    fields.insert("signType".into(), json!(sign_type));
+    fields.insert("encType".into(), json!("plain"));
+    fields.insert("timestamp".into(), json!(ts));
+    fields.insert("data".into(), data);
+    fields.extend(extra);
+    let s = signature::signed_string(&fields, secret, Canonical::Python);
+    let sig = match sign_type {
+        "SHA256" => signature::sha256_sign(&s),
+        "SM2" => signature::sm2_sign(&signature::sm2_signing_key(SM2_KEY).unwrap(), &s),
+        _ => String::new(),
+    };
+    fields.insert("signData".into(), json!(sig));
+    Value::Object(fields)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POSTs `body` and returns (HTTP status, envelope).
+pub async fn post(url: &str, body: &Value) -> (u16, Value) {
+    post_raw(url, serde_json::to_vec(body).unwrap()).await
+}
+
+pub async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {text:?}"));
+    (status, v)
+}
+
+pub fn code(v: &Value) -> i64 {
+    v["code"].as_i64().expect("envelope has a code")
+}
+
+/// Reads a metric from a Prometheus text page.
+pub async fn metric(url: &str, name: &str) -> i64 {
+    let text = client().get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse::<i64>().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("metric {name} not in {url}"))
+}
+
+/// A split deployment: `inferq queue`, dispatchers and a gateway as separate processes.
+pub struct Split {
+    pub dir: TestDir,
+    pub yaml: PathBuf,
+    pub queue: Proc,
+    pub queue_url: String,
+}
+
+impl Split {
+    pub fn start(settings: &str) -> Split {
+        let dir = TestDir::new();
+        let yaml = dir.write("settings.yaml", settings);
+        let queue = Proc::start(
+            "queue",
+            dir.path(),
+            &["queue", "--yaml", yaml.to_str().unwrap()],
+            &["queue-grpc"],
+        );
+        let queue_url = format!("http://{}", queue.addr("queue-grpc"));
+        Split {
+            dir,
+            yaml,
+            queue,
+            queue_url,
+        }
+    }
+
+    /// A dispatcher on queue 0 with `max_workers`, serving metrics on an ephemeral port.
+    pub fn dispatcher(&self, name: &str, max_workers: u32) -> Proc {
+        let mw = max_workers.to_string();
+        Proc::start(
+            name,
+            self.dir.path(),
+            &[
+                "dispatcher",
+                "0",
+                "--yaml",
+                self.yaml.to_str().unwrap(),
+                "--queue-endpoint",
+                &self.queue_url,
+                "--max-workers",
+                &mw,
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--node-id",
+                name,
+            ],
+            &["dispatcher-metrics"],
+        )
+    }
+
+    pub fn gateway(&self) -> Proc {
+        Proc::start(
+            "gateway",
+            self.dir.path(),
+            &[
+                "gateway",
+                "--yaml",
+                self.yaml.to_str().unwrap(),
+                "--queue-endpoint",
+                &self.queue_url,
+            ],
+            &["gateway-http", "gateway-grpc"],
+        )
+    }
+}
+
+/// Sends `n` concurrent echo requests sleeping `sleep_ms`; returns the envelopes.
+pub async fn concurrent_sleeps(url: &str, n: usize, sleep_ms: u64) -> Vec<Value> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            post(&url, &signed(json!({"i": i, "sleep_ms": sleep_ms}))).await.1
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("request task"));
+    }
+    out
+}
+
+/// Polls `cond` every 20 ms for at most `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
