@@ -311,3 +311,111 @@ impl QueueBackend for MemoryBackend {
         Ok(self.results.lock().by_id.get(request_id).cloned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, priority: u32) -> Job {
+        Job {
+            request_id: id.into(),
+            queue: "q".into(),
+            api_path: "/api/echo".into(),
+            params_json: b"{}".to_vec(),
+            deadline_unix_ms: 0,
+            deliveries: 0,
+            priority,
+            reply_to: "local".into(),
+        }
+    }
+
+    fn backend(max_len: usize, max_deliveries: u32) -> (MemoryBackend, Arc<ResultWaiters>) {
+        let w = ResultWaiters::new();
+        let b = MemoryBackend::new(
+            BackendOptions {
+                max_queue_length: max_len,
+                max_deliveries,
+                ..BackendOptions::default()
+            },
+            Arc::clone(&w),
+        );
+        (b, w)
+    }
+
+    const NO_WAIT: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn fifo_with_priority_lane_and_bounded() {
+        let (b, _) = backend(3, 3);
+        b.enqueue(job("a", 0)).await.unwrap();
+        b.enqueue(job("b", 0)).await.unwrap();
+        b.enqueue(job("c", 1)).await.unwrap();
+        let full = b.enqueue(job("d", 0)).await.unwrap_err();
+        assert!(matches!(full, BackendError::QueueFull { limit: 3, .. }));
+        let got = b.lease("q", "c1", 10, NO_WAIT).await.unwrap();
+        let ids: Vec<_> = got.iter().map(|l| l.job.request_id.as_str()).collect();
+        assert_eq!(ids, ["c", "a", "b"]);
+        assert!(got.iter().all(|l| l.job.deliveries == 1));
+    }
+
+    #[tokio::test]
+    async fn lease_respects_max_and_complete_wakes_the_caller_once() {
+        let (b, w) = backend(10, 3);
+        let mut waiter = w.register("a");
+        b.enqueue(job("a", 0)).await.unwrap();
+        b.enqueue(job("b", 0)).await.unwrap();
+        let first = b.lease("q", "c1", 1, NO_WAIT).await.unwrap();
+        assert_eq!(first.len(), 1);
+        let d = b.depth(Some("q")).await.unwrap();
+        assert_eq!((d[0].ready, d[0].leased), (1, 1));
+        b.complete(&first[0], JobResult::output("a", b"{}".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(waiter.recv().await.unwrap().request_id, "a");
+        assert!(b.result("a").await.unwrap().is_some(), "kept for lookup");
+        let d = b.depth(Some("q")).await.unwrap();
+        assert_eq!((d[0].ready, d[0].leased), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn released_jobs_come_back_first_and_dead_letter_after_max_deliveries() {
+        let (b, w) = backend(10, 2);
+        let mut waiter = w.register("a");
+        b.enqueue(job("a", 0)).await.unwrap();
+        b.enqueue(job("b", 0)).await.unwrap();
+        let l = b.lease("q", "c1", 1, NO_WAIT).await.unwrap();
+        assert_eq!(l[0].job.request_id, "a");
+        assert_eq!(b.release("q", "c1").await.unwrap(), 1);
+        let l = b.lease("q", "c2", 1, NO_WAIT).await.unwrap();
+        assert_eq!((l[0].job.request_id.as_str(), l[0].job.deliveries), ("a", 2));
+        assert_eq!(b.release("q", "c2").await.unwrap(), 1);
+        // Third delivery would pass max_deliveries=2: dead-lettered and answered.
+        let l = b.lease("q", "c3", 1, NO_WAIT).await.unwrap();
+        assert_eq!(l[0].job.request_id, "b");
+        let r = waiter.recv().await.unwrap();
+        assert!(matches!(
+            r.outcome,
+            Some(crate::proto::job_result::Outcome::Error(ref e)) if e.code == 9998
+        ));
+        assert_eq!(b.dead_letters("q").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_lease_is_woken_by_enqueue_and_times_out_empty() {
+        let (b, _) = backend(10, 3);
+        let b = Arc::new(b);
+        let empty = b.lease("q", "c1", 1, Duration::from_millis(30)).await.unwrap();
+        assert!(empty.is_empty());
+        let b2 = Arc::clone(&b);
+        let waiting =
+            tokio::spawn(async move { b2.lease("q", "c1", 4, Duration::from_secs(10)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.enqueue(job("x", 0)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("woken, not polled")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 1);
+    }
+}

@@ -8,6 +8,15 @@ root=$PWD
 cache="$root/.cache"
 mkdir -p "$cache"
 
+# Debian packages the tests need (a bare machine may lack them).
+need_apt=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v kill >/dev/null || need_apt+=(procps)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+
 # Python venv for client-side test tools.
 venv="$cache/venv"
 req="tests/python/requirements.txt"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Checks README.md's two commands as written:
+# - the run command (between <!-- run-command --> markers) starts inferq and a
+#   signed request from the independent Python client is answered with code 0;
+# - the test command (between <!-- test-command --> markers) is what .ci/run runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${INFERQ_TEST_PYTHON:-$PWD/.cache/venv/bin/python}"
+
+block() { # the first line of the fenced block after marker $1
+  awk -v m="<!-- $1 -->" '$0 ~ m {f=1; next} f && /^```/ {if (in_block) exit; in_block=1; next} f && in_block {print; exit}' README.md
+}
+run_cmd=$(block run-command)
+test_cmd=$(block test-command)
+[ -n "$run_cmd" ] || { echo "check-readme: no run command in README.md"; exit 1; }
+[ -n "$test_cmd" ] || { echo "check-readme: no test command in README.md"; exit 1; }
+grep -qF -- "$test_cmd" .ci/run || { echo "check-readme: .ci/run does not run '$test_cmd'"; exit 1; }
+
+log=$(mktemp)
+setsid bash -c "$run_cmd" >"$log" 2>&1 &
+pid=$!
+cleanup() { kill -TERM -- "-$pid" 2>/dev/null || true; sleep 0.5; kill -KILL -- "-$pid" 2>/dev/null || true; rm -f "$log"; }
+trap cleanup EXIT
+for _ in $(seq 1 600); do
+  grep -q "gateway-http listening on" "$log" && break
+  kill -0 "$pid" 2>/dev/null || { echo "check-readme: run command exited:"; cat "$log"; exit 1; }
+  sleep 0.5
+done
+grep -q "gateway-http listening on" "$log" || { echo "check-readme: run command did not start"; cat "$log"; exit 1; }
+answer=$("$py" tests/python/goinfer_client.py http://127.0.0.1:5000/api/echo SHA256 '{"text":"hello from the README"}')
+echo "$answer" | grep -q '"code":0,' || { echo "check-readme: unexpected answer: $answer"; exit 1; }
+echo "check-readme: run command answered a signed request; .ci/run runs the test command"
+echo "2 passed, 0 failed"
