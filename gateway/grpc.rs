@@ -8,7 +8,6 @@ use std::sync::Arc;
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
@@ -177,6 +176,6 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(PredictServer::new(PredictGrpc::new(gateway)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::serve::nodelay_incoming(listener), shutdown)
         .await
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::service::QueueService;
@@ -75,6 +75,6 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(65_536))
         .add_service(QueueServiceServer::new(QueueGrpc::new(service)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::serve::nodelay_incoming(listener), shutdown)
         .await
 }

@@ -250,6 +250,10 @@ async fn serve_gateway(
     let app = crate::gateway::http::router(Arc::clone(&gateway), http_limits(settings));
     let s = stop.clone();
     let http = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { s.cancelled().await })
             .await

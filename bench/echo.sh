@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Echo benchmark, side by side in one run: inferq standalone, then the split
+# deployment (queue, dispatcher, gateway as three processes on loopback), each
+# at concurrency 1, 16 and 64 with inferq's own load generator, and standalone
+# again with wrk (Debian package) as an independent check.
+# usage: bench/echo.sh [SECONDS]   (needs wrk for the last part)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+cargo build --release --quiet --bin inferq
+bin=target/release/inferq
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+cat > "$dir/settings.yaml" <<YAML
+API:
+  Port: 5300
+  Addr: 127.0.0.1
+  GrpcPort: 5301
+  AppIdSecret: {"3EA25569454745D01219080B779F021F": "41DF0E6AE27B5282C07EF5124642A352"}
+Server:
+  MaxWorkers: 64
+  Backend: memory
+  QueueListen: 127.0.0.1:5310
+  QueueEndpoints: ["http://127.0.0.1:5310"]
+YAML
+wait_port() { for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 not up"; exit 1; }
+run_bench() { # label
+  for c in 1 16 64; do
+    echo -n "$1 c=$c: "
+    $bin bench --url http://127.0.0.1:5300/api/echo -c $c -d "$secs" --warmup 2 --json
+  done
+}
+
+echo "== standalone (in-memory queue, one process)"
+$bin standalone --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/sa.log" & pids+=($!)
+wait_port 5300
+run_bench standalone
+if command -v wrk >/dev/null; then
+  $bin bench --write-body "$dir/body.json"
+  for c in 1 64; do
+    echo "wrk standalone c=$c:"
+    t=$([ $c -eq 1 ] && echo 1 || echo 2)
+    BODY_FILE="$dir/body.json" wrk -t$t -c$c -d"${secs}s" -s bench/wrk-post.lua http://127.0.0.1:5300/api/echo | grep -E 'Requests/sec|wrk: p50'
+  done
+fi
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+echo "== split: queue + dispatcher + gateway processes (in-memory queue)"
+$bin queue --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/q.log" & pids+=($!)
+wait_port 5310
+$bin dispatcher 0 --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/d.log" & pids+=($!)
+$bin gateway --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/g.log" & pids+=($!)
+wait_port 5300
+run_bench split
