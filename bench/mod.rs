@@ -150,7 +150,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let end = warmup_end + Duration::from_secs_f64(args.duration);
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (host, path, signer, fixed) = (host.clone(), path.clone(), Arc::clone(&signer), fixed.clone());
+        let (host, path, signer, fixed) = (
+            host.clone(),
+            path.clone(),
+            Arc::clone(&signer),
+            fixed.clone(),
+        );
         workers.push(tokio::spawn(async move {
             worker(host, port, path, signer, fixed, warmup_end, end).await
         }));

@@ -222,7 +222,11 @@ impl DispatcherNode {
                                     ),
                                     Err(join) => {
                                         tracing::error!(error = %join, "model panicked");
-                                        JobResult::error(&id, opts.infer_fail_code, "the model panicked")
+                                        JobResult::error(
+                                            &id,
+                                            opts.infer_fail_code,
+                                            "the model panicked",
+                                        )
                                     }
                                 }
                             }

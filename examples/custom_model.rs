@@ -29,15 +29,24 @@ impl Model for Reverse {
     }
 
     fn init(&mut self, ctx: &InitContext<'_>) -> Result<(), ModelError> {
-        self.prefix = ctx.settings.customer_str("ReversePrefix").unwrap_or_default();
+        self.prefix = ctx
+            .settings
+            .customer_str("ReversePrefix")
+            .unwrap_or_default();
         Ok(())
     }
 
     fn infer(&self, _request_id: &str, params: Params) -> Result<Params, ModelError> {
-        let text = params.get("text").and_then(Value::as_str).unwrap_or_default();
+        let text = params
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let mut out = Params::new();
         let reversed: String = text.chars().rev().collect();
-        out.insert("reversed".into(), format!("{}{reversed}", self.prefix).into());
+        out.insert(
+            "reversed".into(),
+            format!("{}{reversed}", self.prefix).into(),
+        );
         Ok(out)
     }
 }

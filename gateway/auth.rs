@@ -55,7 +55,10 @@ impl Authenticator {
         if ((now - env.timestamp) as f64).abs() > self.window_secs {
             return Err((
                 ErrorKind::SignFail2,
-                format!("timestamp {} is more than {}s from the server's clock", env.timestamp, self.window_secs),
+                format!(
+                    "timestamp {} is more than {}s from the server's clock",
+                    env.timestamp, self.window_secs
+                ),
             ));
         }
         let Some(secret) = self.secrets.get(&env.app_id) else {
@@ -63,7 +66,10 @@ impl Authenticator {
         };
         if let Some(v) = &env.version {
             if v != "1" {
-                return Err((ErrorKind::SignFail6, format!("version {v:?}, expected \"1\"")));
+                return Err((
+                    ErrorKind::SignFail6,
+                    format!("version {v:?}, expected \"1\""),
+                ));
             }
         }
         match env.sign_type.as_str() {
@@ -82,7 +88,10 @@ impl Authenticator {
                 if signature::sha256_verify(&candidates, &env.sign_data) {
                     Ok(())
                 } else {
-                    Err((ErrorKind::SignFail, "SHA256 signature does not match".into()))
+                    Err((
+                        ErrorKind::SignFail,
+                        "SHA256 signature does not match".into(),
+                    ))
                 }
             }
             "SM2" => {

@@ -137,11 +137,19 @@ mod tests {
         assert_eq!(e.0, ErrorKind::SignFail1);
         let e = Envelope::from_body(b"[1]").unwrap_err();
         assert_eq!(e.0, ErrorKind::SignFail1);
-        let e = Envelope::from_body(br#"{"appId":"a","signType":"SHA256","signData":"x","timestamp":"1","data":{}}"#).unwrap_err();
+        let e = Envelope::from_body(
+            br#"{"appId":"a","signType":"SHA256","signData":"x","timestamp":"1","data":{}}"#,
+        )
+        .unwrap_err();
         assert!(e.1.starts_with("timestamp"), "{e:?}");
-        let e = Envelope::from_body(br#"{"appId":"a","signType":"SHA256","signData":"x","timestamp":1}"#).unwrap_err();
+        let e = Envelope::from_body(
+            br#"{"appId":"a","signType":"SHA256","signData":"x","timestamp":1}"#,
+        )
+        .unwrap_err();
         assert!(e.1.starts_with("data"));
-        let ok = Envelope::from_body(br#"{"appId":"a","signType":"plain","timestamp":1.0,"data":{}}"#).unwrap();
+        let ok =
+            Envelope::from_body(br#"{"appId":"a","signType":"plain","timestamp":1.0,"data":{}}"#)
+                .unwrap();
         assert_eq!(ok.timestamp, 1);
         assert_eq!(ok.version, None);
     }

@@ -138,7 +138,9 @@ fn value_to_json(v: prost_types::Value) -> Value {
             if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
                 Value::Number(Number::from(n as i64))
             } else {
-                Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null)
+                Number::from_f64(n)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
             }
         }
         Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),

@@ -130,7 +130,10 @@ async fn model_route(
         }
         Err(BodyError::Read(e)) => {
             metrics::GATEWAY_ERRORS.inc();
-            let f = gw.fail(ErrorKind::SignFail1, &format!("could not read the body: {e}"));
+            let f = gw.fail(
+                ErrorKind::SignFail1,
+                &format!("could not read the body: {e}"),
+            );
             return envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg));
         }
     };

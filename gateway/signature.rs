@@ -344,10 +344,15 @@ mod tests {
 
     #[test]
     fn python_and_go_forms_differ_where_documented() {
-        let f = fields(json!({"data": {"a": 1.0, "t": "<&>", "n": {"z": 1, "b": [1.5, "中"]}}, "l": [1, 2]}));
+        let f = fields(
+            json!({"data": {"a": 1.0, "t": "<&>", "n": {"z": 1, "b": [1.5, "中"]}}, "l": [1, 2]}),
+        );
         let py = signed_string(&f, "k", Canonical::Python);
         let go = signed_string(&f, "k", Canonical::Go);
-        assert_eq!(py, "data={\"a\":1.0,\"n\":{\"b\":[1.5,\"中\"],\"z\":1},\"t\":\"<&>\"}&l=[1, 2]&key=k");
+        assert_eq!(
+            py,
+            "data={\"a\":1.0,\"n\":{\"b\":[1.5,\"中\"],\"z\":1},\"t\":\"<&>\"}&l=[1, 2]&key=k"
+        );
         assert_eq!(go, "data={\"a\":1,\"n\":{\"b\":[1.5,\"中\"],\"z\":1},\"t\":\"\\u003c\\u0026\\u003e\"}&key=k");
     }
 

@@ -387,7 +387,10 @@ mod tests {
         assert_eq!(l[0].job.request_id, "a");
         assert_eq!(b.release("q", "c1").await.unwrap(), 1);
         let l = b.lease("q", "c2", 1, NO_WAIT).await.unwrap();
-        assert_eq!((l[0].job.request_id.as_str(), l[0].job.deliveries), ("a", 2));
+        assert_eq!(
+            (l[0].job.request_id.as_str(), l[0].job.deliveries),
+            ("a", 2)
+        );
         assert_eq!(b.release("q", "c2").await.unwrap(), 1);
         // Third delivery would pass max_deliveries=2: dead-lettered and answered.
         let l = b.lease("q", "c3", 1, NO_WAIT).await.unwrap();
@@ -404,7 +407,10 @@ mod tests {
     async fn a_waiting_lease_is_woken_by_enqueue_and_times_out_empty() {
         let (b, _) = backend(10, 3);
         let b = Arc::new(b);
-        let empty = b.lease("q", "c1", 1, Duration::from_millis(30)).await.unwrap();
+        let empty = b
+            .lease("q", "c1", 1, Duration::from_millis(30))
+            .await
+            .unwrap();
         assert!(empty.is_empty());
         let b2 = Arc::clone(&b);
         let waiting =

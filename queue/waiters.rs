@@ -96,7 +96,10 @@ mod tests {
         let w = ResultWaiters::new();
         let mut a = w.register("r1");
         assert!(w.deliver(JobResult::error("r1", 1, "x")));
-        assert!(!w.deliver(JobResult::error("r1", 2, "y")), "second answer dropped");
+        assert!(
+            !w.deliver(JobResult::error("r1", 2, "y")),
+            "second answer dropped"
+        );
         assert_eq!(a.recv().await.unwrap().request_id, "r1");
         {
             let _b = w.register("r2");

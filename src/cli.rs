@@ -25,7 +25,11 @@ use crate::queue::{MemoryBackend, QueueBackend, QueueService, ResultWaiters};
 use crate::serve;
 
 #[derive(Debug, Parser)]
-#[command(name = "inferq", version, about = "Model-inference serving: gateway, queue, dispatchers")]
+#[command(
+    name = "inferq",
+    version,
+    about = "Model-inference serving: gateway, queue, dispatchers"
+)]
 pub struct Cli {
     /// The settings file (go-infer's settings.yaml works as it is).
     #[arg(long, global = true, default_value = "config/settings.yaml")]
@@ -172,10 +176,7 @@ fn build_models(
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let ctx = InitContext {
-            settings,
-            base_dir,
-        };
+        let ctx = InitContext { settings, base_dir };
         ModelSet::initialised(models, &ctx)
     } else {
         ModelSet::new(models)
@@ -211,7 +212,12 @@ fn queue_service(settings: &Settings, instance_id: String) -> Arc<QueueService> 
     )
 }
 
-fn node_options(settings: &Settings, queue_no: u32, node_id: String, max_workers: u32) -> NodeOptions {
+fn node_options(
+    settings: &Settings,
+    queue_no: u32,
+    node_id: String,
+    max_workers: u32,
+) -> NodeOptions {
     let codes = CodeTable::new(&settings.err_code);
     NodeOptions {
         node_id,
@@ -245,7 +251,11 @@ async fn serve_gateway(
     grpc_port: Option<u16>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let http_addr = format!("{}:{}", settings.api.addr, port.unwrap_or(settings.api.port));
+    let http_addr = format!(
+        "{}:{}",
+        settings.api.addr,
+        port.unwrap_or(settings.api.port)
+    );
     let listener = serve::bind("gateway-http", &http_addr).await?;
     let app = crate::gateway::http::router(Arc::clone(&gateway), http_limits(settings));
     let s = stop.clone();
@@ -308,7 +318,9 @@ async fn run_queue(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
     }
     let instance_id = format!("queue-{}", uuid::Uuid::now_v7().simple());
     let service = queue_service(&settings, instance_id);
-    let addr = args.listen.unwrap_or_else(|| settings.server.queue_listen.clone());
+    let addr = args
+        .listen
+        .unwrap_or_else(|| settings.server.queue_listen.clone());
     let listener = serve::bind("queue-grpc", &addr).await?;
     let stop = serve::shutdown_token();
     let s = stop.clone();
@@ -348,7 +360,10 @@ async fn run_dispatcher(
     if !metrics_addr.is_empty() {
         let listener = serve::bind("dispatcher-metrics", &metrics_addr).await?;
         let app = axum::Router::new()
-            .route("/metrics", axum::routing::get(|| async { crate::metrics::render() }))
+            .route(
+                "/metrics",
+                axum::routing::get(|| async { crate::metrics::render() }),
+            )
             .route("/healthz", axum::routing::get(|| async { "ok" }));
         let s = stop.clone();
         tokio::spawn(async move {
@@ -381,8 +396,12 @@ async fn run_standalone(
     let gateway_models = build_models(factory, &settings, false)?;
     let node_models = Arc::new(build_models(factory, &settings, true)?);
     let link: Arc<dyn QueueLink> = Arc::new(LocalQueueLink(Arc::clone(&service)));
-    let gateway = Arc::new(Gateway::new(&settings, gateway_models, link).map_err(anyhow::Error::msg)?);
-    let max_workers = args.max_workers.unwrap_or(settings.server.max_workers).max(1);
+    let gateway =
+        Arc::new(Gateway::new(&settings, gateway_models, link).map_err(anyhow::Error::msg)?);
+    let max_workers = args
+        .max_workers
+        .unwrap_or(settings.server.max_workers)
+        .max(1);
     let stop = serve::shutdown_token();
     let nodes_stop = CancellationToken::new();
     let mut nodes = Vec::new();

@@ -250,7 +250,10 @@ impl Settings {
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
         if self.api.request_timestamp_diff < 0.0 || !self.api.request_timestamp_diff.is_finite() {
-            return bad("API.RequestTimestampDiff", "must be a non-negative number of seconds");
+            return bad(
+                "API.RequestTimestampDiff",
+                "must be a non-negative number of seconds",
+            );
         }
         if self.api.max_body_bytes == 0 {
             return bad("API.MaxBodyBytes", "must be at least 1");
@@ -265,10 +268,16 @@ impl Settings {
             return bad("Server.RequestQueueAmount", "must be at least 1");
         }
         if !(self.server.message_timeout > 0.0 && self.server.message_timeout.is_finite()) {
-            return bad("Server.MessageTimeout", "must be a positive number of seconds");
+            return bad(
+                "Server.MessageTimeout",
+                "must be a positive number of seconds",
+            );
         }
         if !(self.server.drain_timeout >= 0.0 && self.server.drain_timeout.is_finite()) {
-            return bad("Server.DrainTimeout", "must be a non-negative number of seconds");
+            return bad(
+                "Server.DrainTimeout",
+                "must be a non-negative number of seconds",
+            );
         }
         if self.server.max_deliveries == 0 {
             return bad("Server.MaxDeliveries", "must be at least 1");
@@ -280,11 +289,17 @@ impl Settings {
             return bad("Server.QueueListen", "must be host:port with an IP address");
         }
         if self.server.queue_endpoints.is_empty() {
-            return bad("Server.QueueEndpoints", "must name at least one queue service");
+            return bad(
+                "Server.QueueEndpoints",
+                "must name at least one queue service",
+            );
         }
         for e in &self.server.queue_endpoints {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return bad("Server.QueueEndpoints", "each must be an http:// or https:// URL");
+                return bad(
+                    "Server.QueueEndpoints",
+                    "each must be an http:// or https:// URL",
+                );
             }
         }
         if format!("{}:{}", self.api.addr, self.api.port)
@@ -300,7 +315,10 @@ impl Settings {
                 .parse::<SocketAddr>()
                 .is_err()
         {
-            return bad("Server.DispatcherMetricsListen", "must be host:port with an IP address");
+            return bad(
+                "Server.DispatcherMetricsListen",
+                "must be host:port with an IP address",
+            );
         }
         Ok(())
     }
@@ -393,6 +411,8 @@ Customer: {
     #[test]
     fn missing_file_is_one_line() {
         let err = Settings::load(Path::new("/nonexistent/settings.yaml")).expect_err("missing");
-        assert!(err.to_string().starts_with("settings file /nonexistent/settings.yaml"));
+        assert!(err
+            .to_string()
+            .starts_with("settings file /nonexistent/settings.yaml"));
     }
 }

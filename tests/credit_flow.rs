@@ -21,7 +21,11 @@ async fn a_dispatcher_never_holds_more_than_max_workers_and_two_share_the_load()
     for v in &answers {
         assert_eq!(code(v), 0, "{v}");
     }
-    assert_eq!(metric(&a_metrics, IN_HAND_MAX).await, 2, "window reached, never passed");
+    assert_eq!(
+        metric(&a_metrics, IN_HAND_MAX).await,
+        2,
+        "window reached, never passed"
+    );
     assert_eq!(metric(&a_metrics, DONE).await, 10);
 
     // A second dispatcher joins: both take jobs, neither passes its window.
@@ -76,7 +80,10 @@ async fn jobs_of_a_killed_dispatcher_are_answered_by_another() {
     }
     let b_done = metric(&b.url("dispatcher-metrics", "/metrics"), DONE).await;
     assert!(b_done >= 1, "B ran the jobs A held");
-    assert!(split.queue.log_text().contains("returned them to the queue"));
+    assert!(split
+        .queue
+        .log_text()
+        .contains("returned them to the queue"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

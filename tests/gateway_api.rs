@@ -36,19 +36,47 @@ async fn every_refusal_gets_its_code() {
     let data = json!({"text": "x"});
 
     // plain: allowed for PLAIN_APP only.
-    let plain_ok = signed_with(data.clone(), Map::new(), "plain", PLAIN_APP, PLAIN_SECRET, now());
+    let plain_ok = signed_with(
+        data.clone(),
+        Map::new(),
+        "plain",
+        PLAIN_APP,
+        PLAIN_SECRET,
+        now(),
+    );
     assert_eq!(code(&post(&url, &plain_ok).await.1), 0);
     let plain_refused = signed_with(data.clone(), Map::new(), "plain", APP_ID, SECRET, now());
     assert_eq!(code(&post(&url, &plain_refused).await.1), 9803);
 
     // Timestamp window, both directions.
-    let stale = signed_with(data.clone(), Map::new(), "SHA256", APP_ID, SECRET, now() - 301);
+    let stale = signed_with(
+        data.clone(),
+        Map::new(),
+        "SHA256",
+        APP_ID,
+        SECRET,
+        now() - 301,
+    );
     assert_eq!(code(&post(&url, &stale).await.1), 9802);
-    let future = signed_with(data.clone(), Map::new(), "SHA256", APP_ID, SECRET, now() + 301);
+    let future = signed_with(
+        data.clone(),
+        Map::new(),
+        "SHA256",
+        APP_ID,
+        SECRET,
+        now() + 301,
+    );
     assert_eq!(code(&post(&url, &future).await.1), 9802);
 
     // Unknown appId.
-    let unknown = signed_with(data.clone(), Map::new(), "SHA256", "NOSUCHAPP", SECRET, now());
+    let unknown = signed_with(
+        data.clone(),
+        Map::new(),
+        "SHA256",
+        "NOSUCHAPP",
+        SECRET,
+        now(),
+    );
     assert_eq!(code(&post(&url, &unknown).await.1), 9805);
 
     // Wrong version (signed correctly with it).
@@ -61,7 +89,14 @@ async fn every_refusal_gets_its_code() {
     let mut tampered = signed(data.clone());
     tampered["data"]["text"] = json!("y");
     assert_eq!(code(&post(&url, &tampered).await.1), 9800);
-    let wrong_secret = signed_with(data.clone(), Map::new(), "SHA256", APP_ID, PLAIN_SECRET, now());
+    let wrong_secret = signed_with(
+        data.clone(),
+        Map::new(),
+        "SHA256",
+        APP_ID,
+        PLAIN_SECRET,
+        now(),
+    );
     assert_eq!(code(&post(&url, &wrong_secret).await.1), 9800);
 
     // Unknown signType.
@@ -153,7 +188,14 @@ async fn go_client_rendering_is_accepted() {
 async fn sm2_signed_by_the_shared_key_is_accepted() {
     let (_d, p) = start("");
     let url = p.url("gateway-http", "/api/echo");
-    let body = signed_with(json!({"text": "sm2"}), Map::new(), "SM2", APP_ID, SECRET, now());
+    let body = signed_with(
+        json!({"text": "sm2"}),
+        Map::new(),
+        "SM2",
+        APP_ID,
+        SECRET,
+        now(),
+    );
     assert_eq!(code(&post(&url, &body).await.1), 0);
     let mut bad = body.clone();
     bad["data"]["text"] = json!("changed");
@@ -181,6 +223,10 @@ async fn request_ids_are_unique_and_metrics_are_served() {
         assert!(seen.insert(v["data"]["requestId"].as_str().unwrap().to_string()));
     }
     assert_eq!(seen.len(), 200);
-    let served = metric(&p.url("gateway-http", "/metrics"), "inferq_gateway_requests_total").await;
+    let served = metric(
+        &p.url("gateway-http", "/metrics"),
+        "inferq_gateway_requests_total",
+    )
+    .await;
     assert!(served >= 200, "{served}");
 }

@@ -55,7 +55,12 @@ fn per_app_public_key_verifies_without_the_private_key() {
     let dir2 = TestDir::new();
     let p = standalone(&dir2, &yaml);
     let url = p.url("gateway-http", "/api/echo");
-    let (v, _) = python_client(&url, "SM2", r#"{"text": "own key"}"#, &["--key", client_key]);
+    let (v, _) = python_client(
+        &url,
+        "SM2",
+        r#"{"text": "own key"}"#,
+        &["--key", client_key],
+    );
     assert_eq!(v["code"], 0, "{v}");
     // Signed with another key (go-infer's shared example key): refused.
     let (v, _) = python_client(&url, "SM2", r#"{"text": "own key"}"#, &[]);

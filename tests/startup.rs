@@ -73,7 +73,13 @@ Customer: {
     let p = Proc::start(
         "standalone",
         dir.path(),
-        &["standalone", "--yaml", path.to_str().unwrap(), "--grpc-port", "0"],
+        &[
+            "standalone",
+            "--yaml",
+            path.to_str().unwrap(),
+            "--grpc-port",
+            "0",
+        ],
         &["gateway-http"],
     );
     let url = p.url("gateway-http", "/api/echo");
@@ -83,5 +89,8 @@ Customer: {
     }
     let (_, v) = post(&p.url("gateway-http", "/api/x"), &signed(json!({}))).await;
     assert_eq!(code(&v), 4040, "ErrCode overrides apply");
-    assert_eq!(v["data"]["msg"].as_str().unwrap().split(':').next(), Some("没有这个接口"));
+    assert_eq!(
+        v["data"]["msg"].as_str().unwrap().split(':').next(),
+        Some("没有这个接口")
+    );
 }

@@ -282,7 +282,14 @@ pub fn code(v: &Value) -> i64 {
 
 /// Reads a metric from a Prometheus text page.
 pub async fn metric(url: &str, name: &str) -> i64 {
-    let text = client().get(url).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|l| {
             let (n, v) = l.split_once(' ')?;
@@ -364,7 +371,9 @@ pub async fn concurrent_sleeps(url: &str, n: usize, sleep_ms: u64) -> Vec<Value>
     for i in 0..n {
         let url = url.to_string();
         tasks.push(tokio::spawn(async move {
-            post(&url, &signed(json!({"i": i, "sleep_ms": sleep_ms}))).await.1
+            post(&url, &signed(json!({"i": i, "sleep_ms": sleep_ms})))
+                .await
+                .1
         }));
     }
     let mut out = Vec::new();
