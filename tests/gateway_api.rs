@@ -230,3 +230,17 @@ async fn request_ids_are_unique_and_metrics_are_served() {
     .await;
     assert!(served >= 200, "{served}");
 }
+
+#[tokio::test]
+async fn a_result_later_than_message_timeout_is_answered_9997_and_the_server_goes_on() {
+    let dir = TestDir::new();
+    let yaml = settings_yaml("", "").replace("MessageTimeout: 10", "MessageTimeout: 1");
+    let p = standalone(&dir, &yaml);
+    let url = p.url("gateway-http", "/api/echo");
+    let (status, v) = post(&url, &signed(json!({"sleep_ms": 2500}))).await;
+    assert_eq!((status, code(&v)), (200, 9997), "{v}");
+    assert_eq!(
+        code(&post(&url, &signed(json!({"text": "next"}))).await.1),
+        0
+    );
+}
