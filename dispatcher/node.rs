@@ -41,9 +41,28 @@ pub struct NodeOptions {
     pub expired_code: i32,
 }
 
+/// The codes a job may be answered with, copied into each job's task.
+#[derive(Clone, Copy)]
+struct JobCodes {
+    expired: i32,
+    unknown_api: i32,
+    infer_fail: i32,
+}
+
+impl From<&NodeOptions> for JobCodes {
+    fn from(o: &NodeOptions) -> Self {
+        JobCodes {
+            expired: o.expired_code,
+            unknown_api: o.unknown_api_code,
+            infer_fail: o.infer_fail_code,
+        }
+    }
+}
+
 pub struct DispatcherNode {
     models: Arc<ModelSet>,
     opts: NodeOptions,
+    codes: JobCodes,
     link: Arc<dyn DispatchLink>,
     infer_slots: Arc<Semaphore>,
 }
@@ -60,6 +79,7 @@ impl DispatcherNode {
         let slots = opts.infer_threads.max(1);
         DispatcherNode {
             models,
+            codes: JobCodes::from(&opts),
             opts,
             link,
             infer_slots: Arc::new(Semaphore::new(slots)),
@@ -180,24 +200,24 @@ impl DispatcherNode {
         metrics::DISPATCHER_JOBS_IN_HAND.add(1);
         let model = self.models.get(&job.api_path).cloned();
         let slots = Arc::clone(&self.infer_slots);
-        let opts = self.opts.clone();
+        let codes = self.codes;
         let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
         tokio::spawn(
             async move {
                 let id = job.request_id.clone();
                 let result = if job.is_expired(unix_ms_now()) {
-                    JobResult::error(&id, opts.expired_code, "expired before it ran")
+                    JobResult::error(&id, codes.expired, "expired before it ran")
                 } else {
                     match model {
                         None => JobResult::error(
                             &id,
-                            opts.unknown_api_code,
+                            codes.unknown_api,
                             format!("this dispatcher has no model at {}", job.api_path),
                         ),
                         Some(model) => match serde_json::from_slice::<Params>(&job.params_json) {
                             Err(e) => JobResult::error(
                                 &id,
-                                opts.infer_fail_code,
+                                codes.infer_fail,
                                 format!("parameters are not a JSON object: {e}"),
                             ),
                             Ok(params) => {
@@ -211,20 +231,20 @@ impl DispatcherNode {
                                         Ok(bytes) => JobResult::output(&id, bytes),
                                         Err(e) => JobResult::error(
                                             &id,
-                                            opts.infer_fail_code,
+                                            codes.infer_fail,
                                             format!("output not serialisable: {e}"),
                                         ),
                                     },
                                     Ok(Err(e)) => JobResult::error(
                                         &id,
-                                        e.code.unwrap_or(opts.infer_fail_code),
+                                        e.code.unwrap_or(codes.infer_fail),
                                         e.message,
                                     ),
                                     Err(join) => {
                                         tracing::error!(error = %join, "model panicked");
                                         JobResult::error(
                                             &id,
-                                            opts.infer_fail_code,
+                                            codes.infer_fail,
                                             "the model panicked",
                                         )
                                     }

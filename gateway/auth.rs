@@ -84,8 +84,9 @@ impl Authenticator {
                 }
             }
             "SHA256" => {
-                let candidates = signature::candidate_strings(&env.fields, secret);
-                if signature::sha256_verify(&candidates, &env.sign_data) {
+                if signature::verify_either_form(&env.fields, secret, |s| {
+                    signature::sha256_verify(s, &env.sign_data)
+                }) {
                     Ok(())
                 } else {
                     Err((
@@ -105,8 +106,12 @@ impl Authenticator {
                         "no SM2 key is configured for this appId".into(),
                     ));
                 };
-                let candidates = signature::candidate_strings(&env.fields, secret);
-                if signature::sm2_verify(key, &candidates, &env.sign_data) {
+                let Some(sig) = signature::sm2_signature(&env.sign_data) else {
+                    return Err((ErrorKind::SignFail, "signData is not base64(r||s)".into()));
+                };
+                if signature::verify_either_form(&env.fields, secret, |s| {
+                    signature::sm2_verify(key, s, &sig)
+                }) {
                     Ok(())
                 } else {
                     Err((ErrorKind::SignFail, "SM2 signature does not verify".into()))

@@ -60,15 +60,19 @@ pub fn signed_string(fields: &Map<String, Value>, secret: &str, style: Canonical
     out
 }
 
-/// The signed strings to try: Python's form, then Go's when it differs.
-pub fn candidate_strings(fields: &Map<String, Value>, secret: &str) -> Vec<String> {
+/// True when `matches` accepts the signed string in Python's form or, only if
+/// that fails, in Go's form (rendered only then, and tried only if different).
+pub fn verify_either_form(
+    fields: &Map<String, Value>,
+    secret: &str,
+    matches: impl Fn(&str) -> bool,
+) -> bool {
     let py = signed_string(fields, secret, Canonical::Python);
-    let go = signed_string(fields, secret, Canonical::Go);
-    if go == py {
-        vec![py]
-    } else {
-        vec![py, go]
+    if matches(&py) {
+        return true;
     }
+    let go = signed_string(fields, secret, Canonical::Go);
+    go != py && matches(&go)
 }
 
 /// `base64(lowercase_hex(sha256(s)))`.
@@ -77,15 +81,13 @@ pub fn sha256_sign(s: &str) -> String {
     B64.encode(hex::encode(digest))
 }
 
-/// True when `sign_data` is the SHA256 signature of one of `candidates`.
-pub fn sha256_verify(candidates: &[String], sign_data: &str) -> bool {
-    let mut ok = 0u8;
-    for c in candidates {
-        let expected = sha256_sign(c);
-        // Constant time over equal lengths; lengths are public (base64 of 64 hex chars).
-        ok |= expected.as_bytes().ct_eq(sign_data.as_bytes()).unwrap_u8();
-    }
-    ok == 1
+/// True when `sign_data` is the SHA256 signature of `signed`.
+pub fn sha256_verify(signed: &str, sign_data: &str) -> bool {
+    // Constant time over equal lengths; lengths are public (base64 of 64 hex chars).
+    sha256_sign(signed)
+        .as_bytes()
+        .ct_eq(sign_data.as_bytes())
+        .into()
 }
 
 /// SM2 signature of `s` as `base64(r‖s)`.
@@ -94,17 +96,15 @@ pub fn sm2_sign(key: &SigningKey, s: &str) -> String {
     B64.encode(sig.to_bytes())
 }
 
-/// True when `sign_data` is an SM2 signature over one of `candidates`.
-pub fn sm2_verify(key: &VerifyingKey, candidates: &[String], sign_data: &str) -> bool {
-    let Ok(raw) = B64.decode(sign_data.trim()) else {
-        return false;
-    };
-    let Ok(sig) = Signature::from_slice(&raw) else {
-        return false;
-    };
-    candidates
-        .iter()
-        .any(|c| key.verify(c.as_bytes(), &sig).is_ok())
+/// The SM2 signature in `sign_data` (`base64(r‖s)`), if well formed.
+pub fn sm2_signature(sign_data: &str) -> Option<Signature> {
+    let raw = B64.decode(sign_data.trim()).ok()?;
+    Signature::from_slice(&raw).ok()
+}
+
+/// True when `sig` is an SM2 signature over `signed`.
+pub fn sm2_verify(key: &VerifyingKey, signed: &str, sig: &Signature) -> bool {
+    key.verify(signed.as_bytes(), sig).is_ok()
 }
 
 /// The signing key for go-infer's `SM2PrivateKey` (base64 of the 32-byte scalar).
@@ -337,9 +337,15 @@ mod tests {
             sha256_sign(&s),
             "ZWFiMDgxNGVjYTM0Yjg3YWJmMmMyMWJlY2QyNGExYmVhOTYxZjYxZDkzNmRjYzQ3ZTc0NjdjYWVkZWE1Y2U4Yg=="
         );
-        assert!(sha256_verify(&candidate_strings(&f, "41DF0E6AE27B5282C07EF5124642A352"),
-            "ZWFiMDgxNGVjYTM0Yjg3YWJmMmMyMWJlY2QyNGExYmVhOTYxZjYxZDkzNmRjYzQ3ZTc0NjdjYWVkZWE1Y2U4Yg=="));
-        assert!(!sha256_verify(&[s], "ZWFi"));
+        assert!(verify_either_form(
+            &f,
+            "41DF0E6AE27B5282C07EF5124642A352",
+            |c| {
+                sha256_verify(c,
+            "ZWFiMDgxNGVjYTM0Yjg3YWJmMmMyMWJlY2QyNGExYmVhOTYxZjYxZDkzNmRjYzQ3ZTc0NjdjYWVkZWE1Y2U4Yg==")
+            }
+        ));
+        assert!(!sha256_verify(&s, "ZWFi"));
     }
 
     #[test]
@@ -385,9 +391,9 @@ mod tests {
             "a745c3a0f6dba6ed6993d0367d9f6b12c06dc01d4079c9eda3f807e21f93edc6"
         );
         let vk = sm2_verifying_key(&hex::encode(&pt)).unwrap();
-        let sig = sm2_sign(&sk, "hello");
-        assert!(sm2_verify(&vk, &["hello".to_string()], &sig));
-        assert!(!sm2_verify(&vk, &["hellO".to_string()], &sig));
-        assert!(!sm2_verify(&vk, &["hello".to_string()], "not base64!"));
+        let sig = sm2_signature(&sm2_sign(&sk, "hello")).unwrap();
+        assert!(sm2_verify(&vk, "hello", &sig));
+        assert!(!sm2_verify(&vk, "hellO", &sig));
+        assert!(sm2_signature("not base64!").is_none());
     }
 }
