@@ -1,6 +1,7 @@
 //! How the gateway reaches the queue service: [`RemoteQueueLink`] over gRPC
 //! (split deployment), [`LocalQueueLink`] in process (standalone).
 
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,17 +27,29 @@ impl QueueLink for LocalQueueLink {
     }
 }
 
-/// gRPC client of one or more queue services (requests are spread over them;
-/// an unreachable one is skipped by the balancer).
+/// gRPC client of one or more queue services. Calls go round-robin; when one
+/// fails without a definite answer (unreachable, or the connection broke while
+/// waiting) the call is tried on the next instance, which stores the job again
+/// under the same request id: at-least-once, and still one answer to the
+/// client. An instance that failed is skipped for a second.
 pub struct RemoteQueueLink {
-    client: QueueServiceClient<Channel>,
+    instances: Vec<QueueInstance>,
+    next: AtomicUsize,
 }
+
+struct QueueInstance {
+    url: String,
+    client: QueueServiceClient<Channel>,
+    down_until_ms: AtomicI64,
+}
+
+const SKIP_FAILED_MS: i64 = 1000;
 
 impl RemoteQueueLink {
     /// Connects lazily: the gateway starts even while the queue service is down
     /// (calls then get 9702 until it is up).
     pub fn new(endpoints: &[String]) -> Result<Self, String> {
-        let mut eps = Vec::new();
+        let mut instances = Vec::new();
         for url in endpoints {
             let ep = Endpoint::from_shared(url.clone())
                 .map_err(|e| format!("queue endpoint {url}: {e}"))?
@@ -45,32 +58,72 @@ impl RemoteQueueLink {
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(10))
                 .keep_alive_while_idle(true);
-            eps.push(ep);
+            instances.push(QueueInstance {
+                url: url.clone(),
+                client: QueueServiceClient::new(ep.connect_lazy())
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+                down_until_ms: AtomicI64::new(0),
+            });
         }
-        let channel = match eps.len() {
-            0 => return Err("no queue endpoints".into()),
-            1 => eps.remove(0).connect_lazy(),
-            _ => Channel::balance_list(eps.into_iter()),
-        };
+        if instances.is_empty() {
+            return Err("no queue endpoints".into());
+        }
         Ok(RemoteQueueLink {
-            client: QueueServiceClient::new(channel)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+            instances,
+            next: AtomicUsize::new(0),
         })
+    }
+
+    /// The order to try instances in for one call: round-robin start, those
+    /// that failed recently last.
+    fn order(&self) -> Vec<usize> {
+        let n = self.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now = unix_ms_now();
+        let (mut up, down): (Vec<usize>, Vec<usize>) = (0..n)
+            .map(|i| (start + i) % n)
+            .partition(|&i| self.instances[i].down_until_ms.load(Ordering::Relaxed) <= now);
+        up.extend(down);
+        up
     }
 }
 
 #[async_trait]
 impl QueueLink for RemoteQueueLink {
     async fn call(&self, job: Job) -> Result<JobResult, CallError> {
-        let left = (job.deadline_unix_ms - unix_ms_now()).max(0) as u64;
-        let mut request = tonic::Request::new(CallRequest { job: Some(job) });
-        // A little past the job's own deadline, so the queue's answer wins.
-        request.set_timeout(Duration::from_millis(left + 1000));
-        let reply = self.client.clone().call(request).await?;
-        reply
-            .into_inner()
-            .result
-            .ok_or_else(|| CallError::ResultLost("empty reply from the queue".into()))
+        let mut last = CallError::Unavailable("no queue endpoints".into());
+        for i in self.order() {
+            let instance = &self.instances[i];
+            let left = job.deadline_unix_ms - unix_ms_now();
+            if job.deadline_unix_ms > 0 && left <= 0 {
+                return Err(CallError::DeadlineExceeded);
+            }
+            let mut request = tonic::Request::new(CallRequest {
+                job: Some(job.clone()),
+            });
+            // A little past the job's own deadline, so the queue's answer wins.
+            request.set_timeout(Duration::from_millis(left.max(0) as u64 + 1000));
+            let err = match instance.client.clone().call(request).await {
+                Ok(reply) => {
+                    return reply
+                        .into_inner()
+                        .result
+                        .ok_or_else(|| CallError::ResultLost("empty reply from the queue".into()))
+                }
+                Err(status) => CallError::from(status),
+            };
+            match err {
+                CallError::Unavailable(_) | CallError::ResultLost(_) => {
+                    instance
+                        .down_until_ms
+                        .store(unix_ms_now() + SKIP_FAILED_MS, Ordering::Relaxed);
+                    tracing::warn!(queue_service = %instance.url, error = %err, "queue call failed; trying the next instance");
+                    last = err;
+                }
+                definite => return Err(definite),
+            }
+        }
+        Err(last)
     }
 }

@@ -18,6 +18,8 @@ use crate::proto::{Job, JobResult};
 
 /// Why a backend operation failed. Callers branch on it: `QueueFull` is the
 /// client's 9702, `Unavailable` is retried or reported as 9702.
+///
+/// A queue's limit counts every job it stores: waiting and leased.
 #[derive(Debug, Clone, Error, PartialEq)]
 pub enum BackendError {
     #[error("queue {queue} is full ({limit} jobs waiting)")]
@@ -26,12 +28,54 @@ pub enum BackendError {
     Unavailable(String),
 }
 
+/// Limits and identity of a backend.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// The queue-service instance this backend belongs to (matches `Job.reply_to`).
+    pub instance_id: String,
+    /// Most ready jobs in one queue.
+    pub max_queue_length: usize,
+    /// Deliveries before a job is dead-lettered.
+    pub max_deliveries: u32,
+    /// The code a dead-lettered job is answered with (InferFail).
+    pub dead_letter_code: i32,
+    /// How long results are kept for lookup by id.
+    pub result_ttl: Duration,
+    /// Most results kept.
+    pub max_results: usize,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            instance_id: "local".into(),
+            max_queue_length: 100_000,
+            max_deliveries: 3,
+            dead_letter_code: 9998,
+            result_ttl: Duration::from_secs(300),
+            max_results: 100_000,
+        }
+    }
+}
+
 /// A job handed to a consumer, with the backend's handle for completing it.
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub job: Job,
     /// Backend-specific handle (the stream entry id for Redis; empty in memory).
     pub tag: String,
+}
+
+/// A job that was given up on, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The backend's id of the dead letter (the dead-letter stream entry id in
+    /// Redis; the request id in memory).
+    pub id: String,
+    pub job: Job,
+    pub reason: String,
+    /// When it was dead-lettered (unix ms).
+    pub at_unix_ms: i64,
 }
 
 /// Depth of one queue.
@@ -78,4 +122,13 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// The stored result of a request, while it is kept.
     async fn result(&self, request_id: &str) -> Result<Option<JobResult>, BackendError>;
+
+    /// Up to `max` dead letters of `queue`, oldest first.
+    async fn dead_letters(&self, queue: &str, max: usize) -> Result<Vec<DeadLetter>, BackendError>;
+
+    /// Puts dead letters of `queue` back at the tail of the queue with their
+    /// delivery count and deadline cleared (the caller is long gone; the result
+    /// is kept for lookup by id): those with the given ids, or all when `ids`
+    /// is empty. Returns how many were re-queued.
+    async fn requeue_dead(&self, queue: &str, ids: &[String]) -> Result<usize, BackendError>;
 }

@@ -13,47 +13,10 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::backend::{BackendError, Lease, QueueBackend, QueueDepth};
+use super::backend::{BackendError, BackendOptions, DeadLetter, Lease, QueueBackend, QueueDepth};
 use super::waiters::ResultWaiters;
 use crate::metrics;
-use crate::proto::{Job, JobResult};
-
-/// Limits and identity of a backend.
-#[derive(Debug, Clone)]
-pub struct BackendOptions {
-    /// The queue-service instance this backend belongs to (matches `Job.reply_to`).
-    pub instance_id: String,
-    /// Most ready jobs in one queue.
-    pub max_queue_length: usize,
-    /// Deliveries before a job is dead-lettered.
-    pub max_deliveries: u32,
-    /// The code a dead-lettered job is answered with (InferFail).
-    pub dead_letter_code: i32,
-    /// How long results are kept for lookup by id.
-    pub result_ttl: Duration,
-    /// Most results kept.
-    pub max_results: usize,
-}
-
-impl Default for BackendOptions {
-    fn default() -> Self {
-        BackendOptions {
-            instance_id: "local".into(),
-            max_queue_length: 100_000,
-            max_deliveries: 3,
-            dead_letter_code: 9998,
-            result_ttl: Duration::from_secs(300),
-            max_results: 100_000,
-        }
-    }
-}
-
-/// A job that was given up on, with why.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub job: Job,
-    pub reason: String,
-}
+use crate::proto::{unix_ms_now, Job, JobResult};
 
 #[derive(Default)]
 struct Lanes {
@@ -67,6 +30,10 @@ struct Lanes {
 impl Lanes {
     fn ready(&self) -> usize {
         self.high.len() + self.normal.len()
+    }
+
+    fn stored(&self) -> usize {
+        self.ready() + self.leased.len()
     }
 
     fn pop(&mut self) -> Option<Job> {
@@ -125,11 +92,6 @@ impl MemoryBackend {
         }))
     }
 
-    /// The dead letters of `queue`.
-    pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
-        self.queue(queue).lanes.lock().dead.clone()
-    }
-
     fn store_result(&self, result: &JobResult) {
         let now = Instant::now();
         let mut store = self.results.lock();
@@ -170,7 +132,7 @@ impl QueueBackend for MemoryBackend {
         let q = self.queue(&job.queue);
         {
             let mut lanes = q.lanes.lock();
-            if lanes.ready() >= self.opts.max_queue_length {
+            if lanes.stored() >= self.opts.max_queue_length {
                 return Err(BackendError::QueueFull {
                     queue: job.queue.clone(),
                     limit: self.opts.max_queue_length,
@@ -212,8 +174,10 @@ impl QueueBackend for MemoryBackend {
                             self.opts.max_deliveries
                         );
                         lanes.dead.push(DeadLetter {
+                            id: job.request_id.clone(),
                             job: job.clone(),
                             reason: reason.clone(),
+                            at_unix_ms: unix_ms_now(),
                         });
                         dead.push((job, reason));
                         continue;
@@ -310,6 +274,40 @@ impl QueueBackend for MemoryBackend {
     async fn result(&self, request_id: &str) -> Result<Option<JobResult>, BackendError> {
         Ok(self.results.lock().by_id.get(request_id).cloned())
     }
+
+    async fn dead_letters(&self, queue: &str, max: usize) -> Result<Vec<DeadLetter>, BackendError> {
+        let q = self.queue(queue);
+        let lanes = q.lanes.lock();
+        Ok(lanes.dead.iter().take(max).cloned().collect())
+    }
+
+    async fn requeue_dead(&self, queue: &str, ids: &[String]) -> Result<usize, BackendError> {
+        let q = self.queue(queue);
+        let n = {
+            let mut lanes = q.lanes.lock();
+            let dead = std::mem::take(&mut lanes.dead);
+            let (back, keep): (Vec<_>, Vec<_>) = dead
+                .into_iter()
+                .partition(|d| ids.is_empty() || ids.contains(&d.id));
+            lanes.dead = keep;
+            let n = back.len();
+            for d in back {
+                let mut job = d.job;
+                job.deliveries = 0;
+                job.deadline_unix_ms = 0;
+                if job.priority > 0 {
+                    lanes.high.push_back(job);
+                } else {
+                    lanes.normal.push_back(job);
+                }
+            }
+            n
+        };
+        if n > 0 {
+            q.wake.notify_waiters();
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -400,7 +398,7 @@ mod tests {
             r.outcome,
             Some(crate::proto::job_result::Outcome::Error(ref e)) if e.code == 9998
         ));
-        assert_eq!(b.dead_letters("q").len(), 1);
+        assert_eq!(b.dead_letters("q", 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -53,6 +53,12 @@ impl ResultWaiters {
         }
     }
 
+    /// The request ids of the callers waiting now (to look their results up
+    /// after a notification may have been missed).
+    pub fn ids(&self) -> Vec<String> {
+        self.waiting.lock().keys().cloned().collect()
+    }
+
     /// Callers waiting now.
     pub fn len(&self) -> usize {
         self.waiting.lock().len()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond cargo, idempotently, into .cache/:
-# a Python venv with the independent client implementations (gmssl for SM2),
+# redis-server (Debian package; the tests start their own on ephemeral ports,
+# never the system service), a Python venv with the independent client
+# implementations (gmssl for SM2),
 # pinned and checked by sha256 (tests/python/requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,9 +14,17 @@ mkdir -p "$cache"
 need_apt=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v kill >/dev/null || need_apt+=(procps)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # Do not start Debian's redis service: tests run their own servers.
+  echo exit 101 | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
 # Python venv for client-side test tools.

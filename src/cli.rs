@@ -19,9 +19,11 @@ use crate::dispatcher::{DispatcherNode, LocalDispatchLink, NodeOptions, RemoteDi
 use crate::gateway::http::HttpLimits;
 use crate::gateway::{Gateway, LocalQueueLink, QueueLink, RemoteQueueLink};
 use crate::model_zoo::{InitContext, Model, ModelError, ModelSet};
-use crate::queue::memory::BackendOptions;
 use crate::queue::service::ServiceOptions;
-use crate::queue::{MemoryBackend, QueueBackend, QueueService, ResultWaiters};
+use crate::queue::{
+    BackendOptions, MemoryBackend, QueueBackend, QueueService, RedisBackend, RedisOptions,
+    ResultWaiters,
+};
 use crate::serve;
 
 #[derive(Debug, Parser)]
@@ -52,6 +54,39 @@ pub enum Command {
     Standalone(StandaloneArgs),
     /// Load generator: signed requests at a fixed concurrency.
     Bench(crate::bench::BenchArgs),
+    /// List or re-queue the jobs given up on (Redis backend).
+    DeadLetters(DeadLettersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    #[command(subcommand)]
+    pub action: DeadLetterAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterAction {
+    /// Print dead letters, oldest first: id, request id, API path, when, why.
+    List {
+        /// Queue number N (`QueueName` + N).
+        #[arg(long, default_value_t = 0)]
+        queue: u32,
+        /// Most to print.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Put dead letters back in their queue (deadline and delivery count
+    /// cleared; the result is kept for lookup by request id).
+    Requeue {
+        /// Queue number N (`QueueName` + N).
+        #[arg(long, default_value_t = 0)]
+        queue: u32,
+        /// Every dead letter of the queue.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Dead-letter ids, as `list` prints them.
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +194,7 @@ async fn dispatch(cli: Cli, factory: Arc<crate::model_zoo::ModelFactory>) -> any
         Command::Queue(a) => run_queue(settings, a).await,
         Command::Dispatcher(a) => run_dispatcher(settings, &factory, a).await,
         Command::Standalone(a) => run_standalone(settings, &factory, a).await,
+        Command::DeadLetters(a) => run_dead_letters(settings, a).await,
         Command::Bench(_) => Ok(()),
     }
 }
@@ -188,20 +224,57 @@ fn build_models(
     Ok(set)
 }
 
-fn queue_service(settings: &Settings, instance_id: String) -> Arc<QueueService> {
+fn backend_options(settings: &Settings, instance_id: &str) -> BackendOptions {
+    let codes = CodeTable::new(&settings.err_code);
+    BackendOptions {
+        instance_id: instance_id.to_string(),
+        max_queue_length: settings.server.max_queue_length,
+        max_deliveries: settings.server.max_deliveries,
+        dead_letter_code: codes.code(ErrorKind::InferFail),
+        result_ttl: settings.server.result_ttl(),
+        ..BackendOptions::default()
+    }
+}
+
+fn redis_options(settings: &Settings, instance_id: &str) -> RedisOptions {
+    RedisOptions {
+        server: settings.server.redis_server.clone(),
+        password: settings.server.redis_passwd.clone(),
+        pool_size: settings.server.redis_pool_size,
+        reclaim_idle: settings.server.reclaim_idle(),
+        key_prefix: settings.server.redis_key_prefix.clone(),
+        backend: backend_options(settings, instance_id),
+    }
+}
+
+/// Which store a queue service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Memory,
+    Redis,
+}
+
+fn queue_service(
+    settings: &Settings,
+    instance_id: String,
+    store: Store,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<QueueService>> {
     let codes = CodeTable::new(&settings.err_code);
     let waiters = ResultWaiters::new();
-    let backend: Arc<dyn QueueBackend> = Arc::new(MemoryBackend::new(
-        BackendOptions {
-            instance_id: instance_id.clone(),
-            max_queue_length: settings.server.max_queue_length,
-            max_deliveries: settings.server.max_deliveries,
-            dead_letter_code: codes.code(ErrorKind::InferFail),
-            ..BackendOptions::default()
-        },
-        Arc::clone(&waiters),
-    ));
-    QueueService::new(
+    let backend: Arc<dyn QueueBackend> = match store {
+        Store::Memory => Arc::new(MemoryBackend::new(
+            backend_options(settings, &instance_id),
+            Arc::clone(&waiters),
+        )),
+        Store::Redis => {
+            let opts = redis_options(settings, &instance_id);
+            tracing::info!(redis = %opts.display_addr(), pool = opts.pool_size, "using the Redis Streams backend");
+            RedisBackend::start(opts, Arc::clone(&waiters), stop.clone())
+                .map_err(|e| anyhow::anyhow!("Server.RedisServer: {e}"))?
+        }
+    };
+    Ok(QueueService::new(
         backend,
         waiters,
         ServiceOptions {
@@ -209,7 +282,7 @@ fn queue_service(settings: &Settings, instance_id: String) -> Arc<QueueService> 
             expired_code: codes.code(ErrorKind::QueueTimeout),
             ..ServiceOptions::default()
         },
-    )
+    ))
 }
 
 fn node_options(
@@ -307,22 +380,20 @@ async fn run_gateway(
 }
 
 async fn run_queue(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
-    match settings.server.backend {
-        BackendChoice::Redis => anyhow::bail!(
-            "Server.Backend: redis is not available in this build yet; use `memory`"
-        ),
-        BackendChoice::Auto => tracing::warn!(
-            "Server.Backend is auto: using the in-memory backend (jobs do not survive a restart of this process)"
-        ),
-        BackendChoice::Memory => {}
-    }
+    let store = match settings.server.backend {
+        BackendChoice::Auto | BackendChoice::Redis => Store::Redis,
+        BackendChoice::Memory => {
+            tracing::warn!("Server.Backend is memory: jobs do not survive a restart of this process, and only this one queue instance can serve them");
+            Store::Memory
+        }
+    };
     let instance_id = format!("queue-{}", uuid::Uuid::now_v7().simple());
-    let service = queue_service(&settings, instance_id);
+    let stop = serve::shutdown_token();
+    let service = queue_service(&settings, instance_id, store, &stop)?;
     let addr = args
         .listen
         .unwrap_or_else(|| settings.server.queue_listen.clone());
     let listener = serve::bind("queue-grpc", &addr).await?;
-    let stop = serve::shutdown_token();
     let s = stop.clone();
     let server = tokio::spawn(crate::queue::grpc::serve(service, listener, async move {
         s.cancelled().await
@@ -389,10 +460,13 @@ async fn run_standalone(
     factory: &crate::model_zoo::ModelFactory,
     args: StandaloneArgs,
 ) -> anyhow::Result<()> {
-    if settings.server.backend == BackendChoice::Redis {
-        anyhow::bail!("Server.Backend: redis is not available in this build yet; use `memory`");
-    }
-    let service = queue_service(&settings, "standalone".into());
+    let store = match settings.server.backend {
+        BackendChoice::Redis => Store::Redis,
+        BackendChoice::Auto | BackendChoice::Memory => Store::Memory,
+    };
+    let backend_stop = CancellationToken::new();
+    let instance_id = format!("standalone-{}", uuid::Uuid::now_v7().simple());
+    let service = queue_service(&settings, instance_id, store, &backend_stop)?;
     let gateway_models = build_models(factory, &settings, false)?;
     let node_models = Arc::new(build_models(factory, &settings, true)?);
     let link: Arc<dyn QueueLink> = Arc::new(LocalQueueLink(Arc::clone(&service)));
@@ -426,5 +500,46 @@ async fn run_standalone(
     for n in nodes {
         let _ = n.await;
     }
+    backend_stop.cancel();
     Ok(())
+}
+
+async fn run_dead_letters(settings: Settings, args: DeadLettersArgs) -> anyhow::Result<()> {
+    if settings.server.backend == BackendChoice::Memory {
+        anyhow::bail!("Server.Backend is memory: dead letters live in the queue process and end with it; this command reads them from Redis");
+    }
+    let stop = CancellationToken::new();
+    let instance_id = format!("cli-{}", uuid::Uuid::now_v7().simple());
+    let backend = RedisBackend::start(
+        redis_options(&settings, &instance_id),
+        ResultWaiters::new(),
+        stop.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("Server.RedisServer: {e}"))?;
+    let r = match args.action {
+        DeadLetterAction::List { queue, max } => {
+            let queue = settings.server.queue(queue);
+            let dead = backend.dead_letters(&queue, max).await?;
+            println!("# {} dead letters in {queue}", dead.len());
+            println!("# id\trequest_id\tapi_path\tat_unix_ms\treason");
+            for d in dead {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    d.id, d.job.request_id, d.job.api_path, d.at_unix_ms, d.reason
+                );
+            }
+            Ok(())
+        }
+        DeadLetterAction::Requeue { queue, all, ids } => {
+            if !all && ids.is_empty() {
+                anyhow::bail!("name the dead letters to re-queue, or pass --all");
+            }
+            let queue = settings.server.queue(queue);
+            let n = backend.requeue_dead(&queue, &ids).await?;
+            println!("re-queued {n} jobs in {queue}");
+            Ok(())
+        }
+    };
+    stop.cancel();
+    r
 }

@@ -163,6 +163,19 @@ pub struct ServerSettings {
     /// Threads that run `Infer` in a dispatcher; 0: MaxWorkers.
     #[serde(rename = "InferThreads")]
     pub infer_threads: usize,
+    /// Most pooled Redis connections per queue-service process.
+    #[serde(rename = "RedisPoolSize")]
+    pub redis_pool_size: usize,
+    /// Prefix of every Redis key inferq uses.
+    #[serde(rename = "RedisKeyPrefix")]
+    pub redis_key_prefix: String,
+    /// Seconds a job may stay with a consumer that stopped renewing it (a dead
+    /// queue instance) before another takes it over.
+    #[serde(rename = "ReclaimIdle")]
+    pub reclaim_idle: f64,
+    /// Seconds a result is kept for lookup by request id.
+    #[serde(rename = "ResultTTL")]
+    pub result_ttl: f64,
 }
 
 impl Default for ServerSettings {
@@ -182,6 +195,10 @@ impl Default for ServerSettings {
             max_deliveries: 3,
             drain_timeout: 30.0,
             infer_threads: 0,
+            redis_pool_size: 32,
+            redis_key_prefix: "inferq:".into(),
+            reclaim_idle: 5.0,
+            result_ttl: 300.0,
         }
     }
 }
@@ -198,6 +215,14 @@ impl ServerSettings {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.drain_timeout)
+    }
+
+    pub fn reclaim_idle(&self) -> Duration {
+        Duration::from_secs_f64(self.reclaim_idle)
+    }
+
+    pub fn result_ttl(&self) -> Duration {
+        Duration::from_secs_f64(self.result_ttl)
     }
 }
 
@@ -281,6 +306,15 @@ impl Settings {
         }
         if self.server.max_deliveries == 0 {
             return bad("Server.MaxDeliveries", "must be at least 1");
+        }
+        if self.server.redis_pool_size == 0 {
+            return bad("Server.RedisPoolSize", "must be at least 1");
+        }
+        if !(self.server.reclaim_idle > 0.0 && self.server.reclaim_idle.is_finite()) {
+            return bad("Server.ReclaimIdle", "must be a positive number of seconds");
+        }
+        if !(self.server.result_ttl > 0.0 && self.server.result_ttl.is_finite()) {
+            return bad("Server.ResultTTL", "must be a positive number of seconds");
         }
         if self.server.max_queue_length == 0 {
             return bad("Server.MaxQueueLength", "must be at least 1");

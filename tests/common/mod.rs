@@ -398,3 +398,138 @@ where
     }
     false
 }
+
+/// A redis-server of the test's own: loopback, a free port, its own data
+/// directory, `appendonly yes` with `appendfsync always` (an acknowledged
+/// write survives kill -9). Killed on drop. Never the system's Redis.
+pub struct RedisServer {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port in `dir`.
+    pub fn start(dir: &Path) -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(r) = RedisServer::try_start(dir, port) {
+                return r;
+            }
+        }
+        panic!("redis-server did not start; log:\n{}", redis_log(dir));
+    }
+
+    /// Starts one on `port` in `dir` (a restart reads the same AOF).
+    pub fn start_on(dir: &Path, port: u16) -> RedisServer {
+        for _ in 0..50 {
+            if let Some(r) = RedisServer::try_start(dir, port) {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "redis-server did not restart on {port}; log:\n{}",
+            redis_log(dir)
+        );
+    }
+
+    fn try_start(dir: &Path, port: u16) -> Option<RedisServer> {
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                dir.to_str().expect("utf-8 dir"),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "redis.log",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not installed (scripts/setup-test-env.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // port taken, most likely
+            }
+            if redis_ping(port) {
+                return Some(RedisServer {
+                    port,
+                    dir: dir.to_path_buf(),
+                    child: Some(child),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9, then wait for the process to go.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends one raw command and returns the first reply line.
+    pub fn command(&self, args: &[&str]) -> String {
+        redis_command(self.port, args).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn redis_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default()
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn redis_ping(port: u16) -> bool {
+    redis_command(port, &["PING"]).as_deref() == Some("+PONG")
+}
+
+/// One RESP command over a fresh connection; the first reply line.
+pub fn redis_command(port: u16, args: &[&str]) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    Some(text.lines().next().unwrap_or_default().to_string())
+}
