@@ -222,6 +222,7 @@ impl DispatcherNode {
                             ),
                             Ok(params) => {
                                 let _slot = slots.acquire_owned().await;
+                                tracing::debug!("job started");
                                 let rid = id.clone();
                                 let ran =
                                     tokio::task::spawn_blocking(move || model.infer(&rid, params))

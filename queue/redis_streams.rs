@@ -830,6 +830,9 @@ impl QueueBackend for RedisBackend {
                 entries.extend(fresh.into_iter().map(|e| (e, 1)));
             }
             if entries.is_empty() {
+                // Wake up in time for the next reclaim: jobs of a gone
+                // consumer must not wait for a quiet queue's long poll.
+                let wait = wait.min(self.reclaim_interval());
                 let got = self.read_blocking(queue, consumer, wait).await?;
                 let got = self.give_back_extra(queue, got, max).await?;
                 entries.extend(got.into_iter().map(|e| (e, 1)));
@@ -862,17 +865,20 @@ impl QueueBackend for RedisBackend {
     async fn complete(&self, lease: &Lease, result: JobResult) -> Result<(), BackendError> {
         let (lane, id) = parse_tag(&lease.tag)
             .ok_or_else(|| BackendError::Unavailable(format!("bad lease tag {:?}", lease.tag)))?;
+        // No longer renewed from here on, even if storing fails: a job whose
+        // result cannot be stored is reclaimed after the idle time.
+        {
+            let mut held = self.held.lock();
+            for set in held.values_mut() {
+                set.remove(&lease.tag);
+            }
+            held.retain(|_, s| !s.is_empty());
+        }
         let mut p = redis::pipe();
         p.atomic();
         self.finish_cmds(&mut p, &lease.job.queue, lane, id, &lease.job, &result);
         let mut c = self.conn().await?;
         p.query_async::<()>(&mut c).await.map_err(unavailable)?;
-        // Which consumer held it does not matter here: drop the tag anywhere.
-        let mut held = self.held.lock();
-        for set in held.values_mut() {
-            set.remove(&lease.tag);
-        }
-        held.retain(|_, s| !s.is_empty());
         Ok(())
     }
 

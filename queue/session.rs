@@ -146,10 +146,15 @@ fn check_hello(h: &Hello) -> Result<(), String> {
     Ok(())
 }
 
+/// Stores a result and gives its credit back. When the backend cannot take
+/// it (Redis down), the result is retried in the background with backoff for
+/// up to `RESULT_RETRY_FOR`, holding the credit meanwhile, so the dispatcher
+/// gets no new job it could not answer either. Given up, the job is reclaimed
+/// and run again, still with one answer to its caller.
 async fn take_result(
-    service: &QueueService,
+    service: &Arc<QueueService>,
     in_hand: &InHand,
-    window: &CreditWindow,
+    window: &Arc<CreditWindow>,
     result: JobResult,
 ) {
     let lease = in_hand.lock().remove(&result.request_id);
@@ -157,15 +162,44 @@ async fn take_result(
         tracing::warn!(request_id = %result.request_id, "result for a job this dispatcher does not hold; ignored");
         return;
     };
-    let request_id = result.request_id.clone();
-    if let Err(e) = service.backend.complete(&lease, result).await {
-        // The job stays leased in the backend and is redelivered later.
-        tracing::error!(%request_id, error = %e, "could not store a result");
-    } else {
-        metrics::QUEUE_COMPLETED.inc();
+    match service.backend.complete(&lease, result.clone()).await {
+        Ok(()) => {
+            metrics::QUEUE_COMPLETED.inc();
+            window.give_back(1);
+        }
+        Err(e) => {
+            let request_id = result.request_id.clone();
+            tracing::warn!(%request_id, error = %e, "could not store a result; retrying");
+            let service = Arc::clone(service);
+            let window = Arc::clone(window);
+            tokio::spawn(
+                async move {
+                    let give_up = tokio::time::Instant::now() + RESULT_RETRY_FOR;
+                    let mut backoff = Duration::from_millis(100);
+                    loop {
+                        tokio::time::sleep(backoff).await;
+                        match service.backend.complete(&lease, result.clone()).await {
+                            Ok(()) => {
+                                metrics::QUEUE_COMPLETED.inc();
+                                tracing::info!(%request_id, "result stored after retrying");
+                                break;
+                            }
+                            Err(e) if tokio::time::Instant::now() >= give_up => {
+                                tracing::error!(%request_id, error = %e, "gave up storing a result; the job will be reclaimed and run again");
+                                break;
+                            }
+                            Err(_) => backoff = (backoff * 2).min(Duration::from_secs(2)),
+                        }
+                    }
+                    window.give_back(1);
+                }
+                .in_current_span(),
+            );
+        }
     }
-    window.give_back(1);
 }
+
+const RESULT_RETRY_FOR: Duration = Duration::from_secs(60);
 
 async fn lease_loop(
     service: Arc<QueueService>,

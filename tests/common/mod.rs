@@ -104,8 +104,10 @@ impl Proc {
     pub fn start_cmd(name: &str, dir: &Path, cmd: &mut Command, roles: &[&str]) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
+        if !cmd.get_envs().any(|(k, _)| k == "INFERQ_LOG") {
+            cmd.env("INFERQ_LOG", "info");
+        }
         let mut child = cmd
-            .env("INFERQ_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
