@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Echo benchmark, side by side in one run: inferq standalone, then the split
-# deployment (queue, dispatcher, gateway as three processes on loopback), each
-# at concurrency 1, 16 and 64 with inferq's own load generator, and standalone
+# deployment (queue, dispatcher, gateway as three processes on loopback) on the
+# in-memory backend, on Redis (a redis-server started here, appendonly with
+# fsync every second), and on Redis with two queue instances; each at
+# concurrency 1, 16 and 64 with inferq's own load generator, and standalone
 # again with wrk (Debian package) as an independent check.
-# usage: bench/echo.sh [SECONDS]   (needs wrk for the last part)
+# usage: bench/echo.sh [SECONDS]   (needs wrk and redis-server)
+#        BENCH_ONLY=redis bench/echo.sh 5   runs only the Redis parts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
@@ -12,6 +15,7 @@ bin=target/release/inferq
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap cleanup EXIT
 
 cat > "$dir/settings.yaml" <<YAML
@@ -34,6 +38,8 @@ run_bench() { # label
   done
 }
 
+only="${BENCH_ONLY:-all}"
+if [ "$only" = all ]; then
 echo "== standalone (in-memory queue, one process)"
 $bin standalone --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/sa.log" & pids+=($!)
 wait_port 5300
@@ -55,3 +61,34 @@ $bin dispatcher 0 --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/d.log" & pids+=
 $bin gateway --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/g.log" & pids+=($!)
 wait_port 5300
 run_bench split
+stop_all
+fi
+
+sed -e 's/Backend: memory/Backend: redis/' \
+    -e 's|QueueEndpoints: .*|QueueEndpoints: ["http://127.0.0.1:5310", "http://127.0.0.1:5311"]\n  RedisServer: "127.0.0.1:5320"|' \
+    "$dir/settings.yaml" > "$dir/redis.yaml"
+sed -e 's|QueueEndpoints: .*|QueueEndpoints: ["http://127.0.0.1:5310"]|' "$dir/redis.yaml" > "$dir/redis1.yaml"
+mkdir -p "$dir/redis"
+redis-server --port 5320 --bind 127.0.0.1 --dir "$dir/redis" --appendonly yes --appendfsync everysec \
+  --save "" --daemonize no --logfile redis.log & pids+=($!)
+wait_port 5320
+
+echo "== split on Redis: queue + dispatcher + gateway processes, one queue instance"
+$bin queue --yaml "$dir/redis1.yaml" >/dev/null 2>"$dir/rq.log" & pids+=($!)
+wait_port 5310
+$bin dispatcher 0 --yaml "$dir/redis1.yaml" >/dev/null 2>"$dir/rd.log" & pids+=($!)
+$bin gateway --yaml "$dir/redis1.yaml" >/dev/null 2>"$dir/rg.log" & pids+=($!)
+wait_port 5300
+run_bench split-redis
+for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; done
+for p in "${pids[@]:1}"; do wait "$p" 2>/dev/null || true; done
+pids=("${pids[0]}")
+
+echo "== split on Redis, two queue instances (gateway calls both; the dispatcher is on the first)"
+$bin queue --yaml "$dir/redis.yaml" >/dev/null 2>"$dir/rq1.log" & pids+=($!)
+$bin queue --yaml "$dir/redis.yaml" --listen 127.0.0.1:5311 >/dev/null 2>"$dir/rq2.log" & pids+=($!)
+wait_port 5310; wait_port 5311
+$bin dispatcher 0 --yaml "$dir/redis.yaml" >/dev/null 2>"$dir/rd2.log" & pids+=($!)
+$bin gateway --yaml "$dir/redis.yaml" >/dev/null 2>"$dir/rg2.log" & pids+=($!)
+wait_port 5300
+run_bench split-redis-2q

@@ -113,6 +113,16 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// waiting for it (the instance named by `job.reply_to`).
     async fn complete(&self, lease: &Lease, result: JobResult) -> Result<(), BackendError>;
 
+    /// Completes several leases at once (the Redis backend stores them in one
+    /// round trip). All or nothing: on error none counts as stored, and
+    /// storing them again is harmless.
+    async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), BackendError> {
+        for (lease, result) in done {
+            self.complete(lease, result.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// Returns every job `consumer` holds in `queue` to the head of the queue;
     /// the number returned.
     async fn release(&self, queue: &str, consumer: &str) -> Result<usize, BackendError>;

@@ -23,9 +23,14 @@
 //! becomes `Job.deliveries`; past `max_deliveries` the job goes to the dead
 //! letters and its caller gets InferFail.
 //!
-//! Connections: commands use a deadpool-redis pool; each consumer's blocking
-//! XREADGROUP gets its own connection (a blocked connection must not be shared),
-//! and the instance's pub/sub subscription one more. When Redis is unreachable
+//! Connections: connections come from a deadpool-redis pool. The commands of
+//! the request path go over a few of them held long (`HOT_CONNECTIONS`):
+//! redis-rs multiplexes a connection, so concurrent commands on it are
+//! pipelined, and no health check (PING) is paid per command; a hot
+//! connection that fails is dropped and the next one is taken from the pool,
+//! which checks it. Each consumer's blocking XREADGROUP gets its own
+//! connection (a blocked connection must not be shared), and the instance's
+//! pub/sub subscription one more. When Redis is unreachable
 //! every operation fails with `Unavailable`, and the subscription reconnects
 //! with backoff, then looks up the results of every caller still waiting (a
 //! notification may have been missed while it was away).
@@ -56,6 +61,8 @@ const RELEASED_IDLE_MS: i64 = 1_000_000_000_000;
 const LANES: [&str; 2] = ["hi", "lo"];
 /// Most dead letters kept per queue.
 const DEAD_LETTER_MAXLEN: usize = 100_000;
+/// Pooled connections held for the request path, used round-robin.
+const HOT_CONNECTIONS: usize = 4;
 
 /// How to reach Redis and how to use it.
 #[derive(Debug, Clone)]
@@ -122,6 +129,9 @@ pub struct RedisBackend {
     /// Lease tags held by each (queue, consumer), to renew their idle time.
     held: Mutex<HashMap<(String, String), HashSet<String>>>,
     reclaim: Mutex<HashMap<String, ReclaimState>>,
+    /// Pooled connections kept out of the pool for the request path.
+    hot: Vec<Mutex<Option<Arc<deadpool_redis::Connection>>>>,
+    next_hot: std::sync::atomic::AtomicUsize,
     enqueue_script: Script,
     read_script: Script,
     release_script: Script,
@@ -220,6 +230,8 @@ impl RedisBackend {
             blocking: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             reclaim: Mutex::new(HashMap::new()),
+            hot: (0..HOT_CONNECTIONS).map(|_| Mutex::new(None)).collect(),
+            next_hot: std::sync::atomic::AtomicUsize::new(0),
             enqueue_script: Script::new(ENQUEUE_LUA),
             read_script: Script::new(READ_LUA),
             release_script: Script::new(RELEASE_LUA),
@@ -249,8 +261,35 @@ impl RedisBackend {
         self.key(&format!("done:{instance}"))
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BackendError> {
-        self.pool.get().await.map_err(unavailable)
+    /// A connection for one command or pipeline: one of the hot ones.
+    async fn conn(&self) -> Result<HotConnection<'_>, BackendError> {
+        let slot = self
+            .next_hot
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.hot.len();
+        let held = self.hot[slot].lock().clone();
+        let pooled = match held {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.pool.get().await.map_err(unavailable)?);
+                let mut s = self.hot[slot].lock();
+                Arc::clone(s.get_or_insert(c))
+            }
+        };
+        Ok(HotConnection {
+            conn: (**pooled).clone(),
+            pooled,
+            slot,
+            backend: self,
+        })
+    }
+
+    /// Drops a hot connection that failed, back to the pool's care.
+    fn drop_hot(&self, slot: usize, pooled: &Arc<deadpool_redis::Connection>) {
+        let mut s = self.hot[slot].lock();
+        if s.as_ref().is_some_and(|c| Arc::ptr_eq(c, pooled)) {
+            *s = None;
+        }
     }
 
     /// Waits until Redis answers a PING, logging while it does not; false
@@ -863,20 +902,29 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn complete(&self, lease: &Lease, result: JobResult) -> Result<(), BackendError> {
-        let (lane, id) = parse_tag(&lease.tag)
-            .ok_or_else(|| BackendError::Unavailable(format!("bad lease tag {:?}", lease.tag)))?;
+        self.complete_batch(&[(lease.clone(), result)]).await
+    }
+
+    async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), BackendError> {
         // No longer renewed from here on, even if storing fails: a job whose
         // result cannot be stored is reclaimed after the idle time.
         {
             let mut held = self.held.lock();
             for set in held.values_mut() {
-                set.remove(&lease.tag);
+                for (lease, _) in done {
+                    set.remove(&lease.tag);
+                }
             }
             held.retain(|_, s| !s.is_empty());
         }
         let mut p = redis::pipe();
         p.atomic();
-        self.finish_cmds(&mut p, &lease.job.queue, lane, id, &lease.job, &result);
+        for (lease, result) in done {
+            let (lane, id) = parse_tag(&lease.tag).ok_or_else(|| {
+                BackendError::Unavailable(format!("bad lease tag {:?}", lease.tag))
+            })?;
+            self.finish_cmds(&mut p, &lease.job.queue, lane, id, &lease.job, result);
+        }
         let mut c = self.conn().await?;
         p.query_async::<()>(&mut c).await.map_err(unavailable)?;
         Ok(())
@@ -1053,6 +1101,55 @@ impl QueueBackend for RedisBackend {
             p.query_async::<()>(&mut c).await.map_err(unavailable)?;
         }
         Ok(chosen.len())
+    }
+}
+
+/// One use of a hot connection; reports a broken connection so that the
+/// next use takes a fresh one from the pool.
+struct HotConnection<'a> {
+    conn: MultiplexedConnection,
+    pooled: Arc<deadpool_redis::Connection>,
+    slot: usize,
+    backend: &'a RedisBackend,
+}
+
+impl HotConnection<'_> {
+    fn check<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &r {
+            if e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_unrecoverable_error()
+            {
+                self.backend.drop_hot(self.slot, &self.pooled);
+            }
+        }
+        r
+    }
+}
+
+impl redis::aio::ConnectionLike for HotConnection<'_> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let r = self.conn.req_packed_command(cmd).await;
+            self.check(r)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let r = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.check(r)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
     }
 }
 

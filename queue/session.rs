@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -96,23 +96,42 @@ pub(crate) async fn run(
             .in_current_span(),
         );
 
+        // Results that have already arrived are stored together (one round
+        // trip to Redis for all of them).
+        let mut results = Vec::new();
         let ended_by = loop {
-            match inbound.next().await {
-                Some(Ok(DispatcherMessage { kind: Some(kind) })) => match kind {
-                    dispatcher_message::Kind::Result(result) => {
-                        take_result(&service, &in_hand, &window, result).await
+            let mut next = inbound.next().await;
+            let ended = loop {
+                match next {
+                    Some(Ok(DispatcherMessage { kind: Some(kind) })) => match kind {
+                        dispatcher_message::Kind::Result(result) => results.push(result),
+                        dispatcher_message::Kind::Drain(_) => {
+                            tracing::info!("dispatcher draining: no more jobs sent");
+                            stop.cancel();
+                        }
+                        dispatcher_message::Kind::Hello(_) => {
+                            tracing::warn!("second Hello ignored");
+                        }
+                    },
+                    Some(Ok(DispatcherMessage { kind: None })) => {}
+                    Some(Err(status)) => {
+                        break Some(format!("stream error: {}", status.message()))
                     }
-                    dispatcher_message::Kind::Drain(_) => {
-                        tracing::info!("dispatcher draining: no more jobs sent");
-                        stop.cancel();
-                    }
-                    dispatcher_message::Kind::Hello(_) => {
-                        tracing::warn!("second Hello ignored");
-                    }
-                },
-                Some(Ok(DispatcherMessage { kind: None })) => {}
-                Some(Err(status)) => break format!("stream error: {}", status.message()),
-                None => break "stream closed".to_string(),
+                    None => break Some("stream closed".to_string()),
+                }
+                if results.len() >= MAX_RESULT_BATCH {
+                    break None;
+                }
+                match inbound.next().now_or_never() {
+                    Some(m) => next = m,
+                    None => break None,
+                }
+            };
+            if !results.is_empty() {
+                take_results(&service, &in_hand, &window, std::mem::take(&mut results)).await;
+            }
+            if let Some(why) = ended {
+                break why;
             }
         };
         stop.cancel();
@@ -146,30 +165,40 @@ fn check_hello(h: &Hello) -> Result<(), String> {
     Ok(())
 }
 
-/// Stores a result and gives its credit back. When the backend cannot take
-/// it (Redis down), the result is retried in the background with backoff for
-/// up to `RESULT_RETRY_FOR`, holding the credit meanwhile, so the dispatcher
-/// gets no new job it could not answer either. Given up, the job is reclaimed
-/// and run again, still with one answer to its caller.
-async fn take_result(
+/// Stores results and gives their credits back. When the backend cannot take
+/// them (Redis down), they are retried in the background with backoff for up
+/// to `RESULT_RETRY_FOR`, holding the credits meanwhile, so the dispatcher
+/// gets no new job it could not answer either. Given up, the jobs are
+/// reclaimed and run again, still with one answer to each caller.
+async fn take_results(
     service: &Arc<QueueService>,
     in_hand: &InHand,
     window: &Arc<CreditWindow>,
-    result: JobResult,
+    results: Vec<JobResult>,
 ) {
-    let lease = in_hand.lock().remove(&result.request_id);
-    let Some(lease) = lease else {
-        tracing::warn!(request_id = %result.request_id, "result for a job this dispatcher does not hold; ignored");
+    let mut done = Vec::with_capacity(results.len());
+    {
+        let mut held = in_hand.lock();
+        for result in results {
+            match held.remove(&result.request_id) {
+                Some(lease) => done.push((lease, result)),
+                None => {
+                    tracing::warn!(request_id = %result.request_id, "result for a job this dispatcher does not hold; ignored")
+                }
+            }
+        }
+    }
+    if done.is_empty() {
         return;
-    };
-    match service.backend.complete(&lease, result.clone()).await {
+    }
+    let n = done.len();
+    match service.backend.complete_batch(&done).await {
         Ok(()) => {
-            metrics::QUEUE_COMPLETED.inc();
-            window.give_back(1);
+            metrics::QUEUE_COMPLETED.add(n as u64);
+            window.give_back(n);
         }
         Err(e) => {
-            let request_id = result.request_id.clone();
-            tracing::warn!(%request_id, error = %e, "could not store a result; retrying");
+            tracing::warn!(results = n, error = %e, "could not store results; retrying");
             let service = Arc::clone(service);
             let window = Arc::clone(window);
             tokio::spawn(
@@ -178,20 +207,20 @@ async fn take_result(
                     let mut backoff = Duration::from_millis(100);
                     loop {
                         tokio::time::sleep(backoff).await;
-                        match service.backend.complete(&lease, result.clone()).await {
+                        match service.backend.complete_batch(&done).await {
                             Ok(()) => {
-                                metrics::QUEUE_COMPLETED.inc();
-                                tracing::info!(%request_id, "result stored after retrying");
+                                metrics::QUEUE_COMPLETED.add(n as u64);
+                                tracing::info!(results = n, "results stored after retrying");
                                 break;
                             }
                             Err(e) if tokio::time::Instant::now() >= give_up => {
-                                tracing::error!(%request_id, error = %e, "gave up storing a result; the job will be reclaimed and run again");
+                                tracing::error!(results = n, error = %e, "gave up storing results; their jobs will be reclaimed and run again");
                                 break;
                             }
                             Err(_) => backoff = (backoff * 2).min(Duration::from_secs(2)),
                         }
                     }
-                    window.give_back(1);
+                    window.give_back(n);
                 }
                 .in_current_span(),
             );
@@ -199,6 +228,8 @@ async fn take_result(
     }
 }
 
+/// Most results stored in one batch.
+const MAX_RESULT_BATCH: usize = 256;
 const RESULT_RETRY_FOR: Duration = Duration::from_secs(60);
 
 async fn lease_loop(

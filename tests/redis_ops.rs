@@ -1,0 +1,164 @@
+//! Operating inferq on Redis, with real processes: the three split
+//! subcommands started with one settings file, a queue service that starts
+//! before Redis does, and dead letters listed and re-queued from the CLI.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Proc, RedisServer, TestDir};
+use serde_json::json;
+
+fn settings(redis_addr: &str, queue_addr: &str, extra: &str) -> String {
+    // No Backend key: a go-infer file has none, and the split subcommands
+    // then use Redis.
+    common::settings_yaml(
+        "",
+        &format!(
+            "  RedisServer: \"{redis_addr}\"\n  QueueListen: \"{queue_addr}\"\n  QueueEndpoints: [\"http://{queue_addr}\"]\n  ReclaimIdle: 1\n{extra}"
+        ),
+    )
+    .replace("  Backend: memory\n", "")
+    .replace("  QueueListen: \"127.0.0.1:0\"\n", "")
+}
+
+fn start(dir: &TestDir, yaml: &str, name: &str, args: &[&str], roles: &[&str]) -> Proc {
+    let mut all = args.to_vec();
+    all.extend(["--yaml", yaml]);
+    Proc::start(name, dir.path(), &all, roles)
+}
+
+/// A dispatcher on queue 0 that logs each job it starts.
+fn dispatcher(dir: &TestDir, yaml: &str, name: &str) -> Proc {
+    Proc::start_cmd(
+        name,
+        dir.path(),
+        Command::new(common::bin())
+            .args([
+                "dispatcher",
+                "0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--yaml",
+                yaml,
+            ])
+            .env("INFERQ_LOG", "info,inferq::dispatcher=debug"),
+        &["dispatcher-metrics"],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_waits_for_redis_and_serves_once_it_is_up() {
+    let dir = TestDir::new();
+    let redis_port = common::free_port();
+    let queue_addr = format!("127.0.0.1:{}", common::free_port());
+    let yaml = dir.write(
+        "settings.yaml",
+        &settings(&format!("127.0.0.1:{redis_port}"), &queue_addr, ""),
+    );
+    let yaml = yaml.to_str().unwrap();
+    let q = start(&dir, yaml, "queue", &["queue"], &["queue-grpc"]);
+    let _d = start(
+        &dir,
+        yaml,
+        "dispatcher",
+        &["dispatcher", "0", "--metrics-listen", "127.0.0.1:0"],
+        &["dispatcher-metrics"],
+    );
+    let gw = start(&dir, yaml, "gateway", &["gateway"], &["gateway-http"]);
+    let url = gw.url("gateway-http", "/api/echo");
+
+    let (_, v) = common::post(&url, &common::signed(json!({"x": 1}))).await;
+    assert_eq!(common::code(&v), 9702, "no Redis yet: a defined code, {v}");
+    assert!(
+        q.log_text().contains("redis unreachable"),
+        "a clear log line"
+    );
+
+    let rdir = TestDir::new();
+    let _redis = RedisServer::start_on(rdir.path(), redis_port);
+    let ok = common::wait_until(Duration::from_secs(30), || async {
+        let (_, v) = common::post(&url, &common::signed(json!({"x": 2}))).await;
+        common::code(&v) == 0
+    })
+    .await;
+    assert!(
+        ok,
+        "service resumed without a restart; queue log:\n{}",
+        q.log_text()
+    );
+    assert!(q.log_text().contains("redis reachable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_requeued_from_the_cli() {
+    let dir = TestDir::new();
+    let rdir = TestDir::new();
+    let redis = RedisServer::start(rdir.path());
+    let queue_addr = format!("127.0.0.1:{}", common::free_port());
+    let yaml_path = dir.write(
+        "settings.yaml",
+        &settings(&redis.addr(), &queue_addr, "  MaxDeliveries: 1\n"),
+    );
+    let yaml = yaml_path.to_str().unwrap();
+    let _q = start(&dir, yaml, "queue", &["queue"], &["queue-grpc"]);
+    let mut d1 = dispatcher(&dir, yaml, "d1");
+    let gw = start(&dir, yaml, "gateway", &["gateway"], &["gateway-http"]);
+    let url = gw.url("gateway-http", "/api/echo");
+
+    // The only dispatcher dies holding the job: with MaxDeliveries 1 the job
+    // is not handed out again but dead-lettered, and its caller told so.
+    let call = tokio::spawn({
+        let url = url.clone();
+        async move { common::post(&url, &common::signed(json!({"sleep_ms": 3000}))).await }
+    });
+    let held = common::wait_until(Duration::from_secs(10), || async {
+        d1.log_text().contains("job started")
+    })
+    .await;
+    assert!(held, "the dispatcher took the job");
+    d1.kill9();
+    let d2 = dispatcher(&dir, yaml, "d2");
+    let (_, v) = call.await.unwrap();
+    assert_eq!(common::code(&v), 9998, "InferFail with the reason: {v}");
+    assert!(
+        v["msg"].as_str().unwrap_or_default().contains("deliveries")
+            || v.to_string().contains("deliveries"),
+        "{v}"
+    );
+
+    let cli = |args: &[&str]| {
+        let out = Command::new(common::bin())
+            .args(args)
+            .args(["--yaml", yaml])
+            .output()
+            .expect("run inferq dead-letters");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listed = cli(&["dead-letters", "list"]);
+    assert!(listed.contains("# 1 dead letters in testq0"), "{listed}");
+    let line = listed
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .expect("one dead letter");
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields[2], "/api/echo");
+    assert!(fields[4].contains("deliveries"), "{line}");
+    let request_id = fields[1].to_string();
+
+    let requeued = cli(&["dead-letters", "requeue", "--all"]);
+    assert!(requeued.contains("re-queued 1"), "{requeued}");
+    assert!(cli(&["dead-letters", "list"]).contains("# 0 dead letters"));
+    // The surviving dispatcher runs it again; the result is stored by id.
+    let ran = common::wait_until(Duration::from_secs(15), || async {
+        d2.log_text().contains(&request_id)
+    })
+    .await;
+    assert!(ran, "re-queued job ran: {}", d2.log_text());
+}
