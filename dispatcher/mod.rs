@@ -4,7 +4,9 @@
 //!   ([`RemoteDispatchLink`]) or in process for `standalone` ([`LocalDispatchLink`]).
 //! - [`node`]: [`DispatcherNode`]: Hello, the credit window, running `Infer` on
 //!   blocking threads, reconnecting with backoff, draining on SIGTERM.
+//! - [`batcher`]: dynamic batching for models that ask for it.
 
+pub mod batcher;
 pub mod link;
 pub mod node;
 

@@ -8,6 +8,7 @@
 //! shutdown it sends Drain, finishes the jobs it holds, sends their results,
 //! closes the stream and returns.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::batcher::{BatchCodes, Batcher, Pending};
 use super::link::DispatchLink;
 use crate::metrics;
 use crate::model_zoo::{ModelSet, Params};
@@ -65,6 +67,8 @@ pub struct DispatcherNode {
     codes: JobCodes,
     link: Arc<dyn DispatchLink>,
     infer_slots: Arc<Semaphore>,
+    /// Models that batch, by API path.
+    batchers: HashMap<String, Batcher>,
 }
 
 enum SessionEnd {
@@ -76,13 +80,32 @@ enum SessionEnd {
 
 impl DispatcherNode {
     pub fn new(models: Arc<ModelSet>, opts: NodeOptions, link: Arc<dyn DispatchLink>) -> Self {
-        let slots = opts.infer_threads.max(1);
+        let slots = Arc::new(Semaphore::new(opts.infer_threads.max(1)));
+        let codes = JobCodes::from(&opts);
+        let batchers = models
+            .iter()
+            .filter_map(|m| {
+                let policy = m.batch_policy()?;
+                tracing::info!(model = %m.api_path(), ?policy, "dynamic batching");
+                let b = Batcher::start(
+                    Arc::clone(m),
+                    policy,
+                    Arc::clone(&slots),
+                    BatchCodes {
+                        expired: codes.expired,
+                        infer_fail: codes.infer_fail,
+                    },
+                );
+                Some((m.api_path().to_string(), b))
+            })
+            .collect();
         DispatcherNode {
             models,
-            codes: JobCodes::from(&opts),
+            codes,
             opts,
             link,
-            infer_slots: Arc::new(Semaphore::new(slots)),
+            infer_slots: slots,
+            batchers,
         }
     }
 
@@ -198,6 +221,39 @@ impl DispatcherNode {
     /// Runs one job off the reactor; its result goes to `done`.
     fn start(&self, job: Job, done: mpsc::UnboundedSender<JobResult>) {
         metrics::DISPATCHER_JOBS_IN_HAND.add(1);
+        if let Some(batcher) = self.batchers.get(&job.api_path) {
+            let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
+            match serde_json::from_slice::<Params>(&job.params_json) {
+                Ok(params) => {
+                    let cost = self
+                        .models
+                        .get(&job.api_path)
+                        .map(|m| m.batch_cost(&params))
+                        .unwrap_or_default();
+                    batcher.submit(
+                        Pending {
+                            request_id: job.request_id,
+                            params,
+                            cost,
+                            deadline_unix_ms: job.deadline_unix_ms,
+                            done,
+                            span,
+                        },
+                        self.codes.infer_fail,
+                    );
+                }
+                Err(e) => {
+                    metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
+                    metrics::DISPATCHER_JOBS_DONE.inc();
+                    let _ = done.send(JobResult::error(
+                        &job.request_id,
+                        self.codes.infer_fail,
+                        format!("parameters are not a JSON object: {e}"),
+                    ));
+                }
+            }
+            return;
+        }
         let model = self.models.get(&job.api_path).cloned();
         let slots = Arc::clone(&self.infer_slots);
         let codes = self.codes;

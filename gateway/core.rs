@@ -133,8 +133,9 @@ impl Gateway {
         (app_id, self.run_model(request_id, api_path, data).await)
     }
 
-    /// The model's check, then the queue.
-    async fn run_model(
+    /// The model's check, then the queue (for a request already
+    /// authenticated, e.g. by the OpenAI-style API's bearer token).
+    pub async fn run_model(
         &self,
         request_id: &str,
         api_path: &str,

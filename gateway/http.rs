@@ -50,7 +50,11 @@ pub struct HttpLimits {
 /// answer; larger ones are answered at once and the connection closed.
 const DRAIN_FACTOR: usize = 16;
 
-pub fn router(gateway: Arc<Gateway>, limits: HttpLimits) -> Router {
+pub fn router(
+    gateway: Arc<Gateway>,
+    limits: HttpLimits,
+    openai: Option<super::openai::OpenAiApi>,
+) -> Router {
     let state = AppState {
         gateway: Arc::clone(&gateway),
         max_body: limits.max_body_bytes,
@@ -59,12 +63,20 @@ pub fn router(gateway: Arc<Gateway>, limits: HttpLimits) -> Router {
     for path in gateway.paths() {
         app = app.route(&path, post(model_route));
     }
-    app.route("/metrics", get(|| async { metrics::render() }))
+    let mut app: Router = app
+        .route("/metrics", get(|| async { metrics::render() }))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(unknown_path)
         .method_not_allowed_fallback(unknown_path)
-        .with_state(state.clone())
-        .layer(
+        .with_state(state.clone());
+    if let Some(api) = openai {
+        app = app.merge(super::openai::router(
+            Arc::clone(&gateway),
+            api,
+            limits.max_body_bytes,
+        ));
+    }
+    app.layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn(assign_request_id))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -159,14 +171,14 @@ async fn unknown_path(
     envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg))
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Read(String),
 }
 
 /// Reads at most `max` bytes. A larger body is read on (and dropped) up to
 /// `DRAIN_FACTOR * max`, so the client gets the 413 answer.
-async fn read_limited(body: Body, max: usize) -> Result<bytes::Bytes, BodyError> {
+pub(crate) async fn read_limited(body: Body, max: usize) -> Result<bytes::Bytes, BodyError> {
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;

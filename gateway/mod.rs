@@ -7,6 +7,7 @@
 //!   call the queue, map every failure to its code. Shared by REST and gRPC.
 //! - [`http`]: the axum router (REST, `/metrics`, `/healthz`) and its tower layers.
 //! - [`grpc`]: the public `inferq.v1.Predict` gRPC service.
+//! - [`openai`]: `POST /v1/embeddings` in OpenAI's shape.
 //! - [`queue_link`]: how the gateway reaches the queue service (gRPC, or in process).
 
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod core;
 pub mod envelope;
 pub mod grpc;
 pub mod http;
+pub mod openai;
 pub mod queue_link;
 pub mod signature;
 

@@ -105,6 +105,47 @@ pub trait Model: Send + Sync + 'static {
     /// Runs one job on a blocking thread. `params` are what `check` returned.
     /// An error reaches the client as 9998 or the error's code.
     fn infer(&self, request_id: &str, params: Params) -> Result<Params, ModelError>;
+
+    /// Dynamic batching: when `Some`, the dispatcher groups this model's
+    /// waiting jobs and calls [`Model::infer_batch`].
+    fn batch_policy(&self) -> Option<BatchPolicy> {
+        None
+    }
+
+    /// A job's size for batching (only asked when `batch_policy` is `Some`).
+    fn batch_cost(&self, _params: &Params) -> BatchCost {
+        BatchCost {
+            items: 1,
+            longest: 1,
+        }
+    }
+
+    /// Runs jobs as one batch; one result per job, in order. The default runs
+    /// them one by one.
+    fn infer_batch(&self, jobs: Vec<(String, Params)>) -> Vec<Result<Params, ModelError>> {
+        jobs.into_iter()
+            .map(|(id, params)| self.infer(&id, params))
+            .collect()
+    }
+}
+
+/// How a model's jobs may be batched (Triton's names where they exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// Most items (e.g. texts) in one batch.
+    pub max_batch_size: usize,
+    /// How long the first job of a batch may wait for others.
+    pub max_queue_delay: std::time::Duration,
+    /// Most padded tokens in one batch: longest item × items.
+    pub max_batch_tokens: usize,
+}
+
+/// A job's share of a batch: how many items it brings and the longest one
+/// (in tokens), which is what the batch is padded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchCost {
+    pub items: usize,
+    pub longest: usize,
 }
 
 /// The models one process serves, by API path.
@@ -162,5 +203,10 @@ impl ModelSet {
 
     pub fn is_empty(&self) -> bool {
         self.by_path.is_empty()
+    }
+
+    /// Every model, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Model>> {
+        self.by_path.values()
     }
 }

@@ -30,13 +30,18 @@ fi
 # Python venv for client-side test tools.
 venv="$cache/venv"
 req="tests/python/requirements.txt"
+ref_req="tests/python/reference-requirements.txt"
 stamp="$venv/.requirements.sha256"
-want=$(sha256sum "$req" | cut -d' ' -f1)
+want=$(cat "$req" "$ref_req" | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: creating Python venv in $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     --cache-dir "$cache/pip" --require-hashes -r "$req"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    --cache-dir "$cache/pip" --require-hashes --no-deps -r "$ref_req"
   echo "$want" > "$stamp"
 fi
+# The ONNX Runtime library and the default embedding model (sha256-checked).
+scripts/fetch-models.sh >/dev/null
 echo "setup: test environment ready"

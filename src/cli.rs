@@ -330,7 +330,12 @@ async fn serve_gateway(
         port.unwrap_or(settings.api.port)
     );
     let listener = serve::bind("gateway-http", &http_addr).await?;
-    let app = crate::gateway::http::router(Arc::clone(&gateway), http_limits(settings));
+    let openai =
+        (!settings.openai.api_keys.is_empty()).then(|| crate::gateway::openai::OpenAiApi {
+            api_keys: settings.openai.api_keys.clone(),
+            models: crate::model_zoo::embedding_models(settings),
+        });
+    let app = crate::gateway::http::router(Arc::clone(&gateway), http_limits(settings), openai);
     let s = stop.clone();
     let http = tokio::spawn(async move {
         use axum::serve::ListenerExt;

@@ -47,9 +47,38 @@ pub struct Settings {
     /// Free settings for models (go-infer's `Customer`: model paths and the like).
     #[serde(rename = "Customer")]
     pub customer: BTreeMap<String, serde_yaml::Value>,
+    /// Models built from settings, by name: `Kind: embedding | onnx` and the
+    /// kind's own keys (see model-zoo/). The name is also the model name of
+    /// the OpenAI-style API.
+    #[serde(rename = "Models")]
+    pub models: BTreeMap<String, serde_yaml::Value>,
+    #[serde(rename = "OnnxRuntime")]
+    pub onnx_runtime: OnnxRuntimeSettings,
+    #[serde(rename = "OpenAI")]
+    pub openai: OpenAiSettings,
     /// Where the file was read from (set by the loader; relative model paths resolve against it).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// Where the ONNX Runtime shared library is (loaded at run time).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OnnxRuntimeSettings {
+    /// Path of `libonnxruntime.so` (relative to this file); empty: the
+    /// `ORT_DYLIB_PATH` environment variable, else `.cache/models/libonnxruntime.so`
+    /// under the working directory (where `scripts/fetch-models.sh` puts it).
+    #[serde(rename = "Library")]
+    pub library: String,
+}
+
+/// The OpenAI-style API (`POST /v1/embeddings`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OpenAiSettings {
+    /// Bearer tokens accepted; empty: the API is off.
+    #[serde(rename = "ApiKeys")]
+    pub api_keys: Vec<String>,
 }
 
 /// The `API` section: the gateway.

@@ -1,0 +1,312 @@
+//! Dynamic batching: a model's jobs that wait in this dispatcher run together.
+//!
+//! One [`Batcher`] per model that asks for it ([`Model::batch_policy`]). Jobs
+//! wait in it until the model may run (an infer slot is free); then, for at
+//! most `max_queue_delay` after the oldest arrived, more jobs may join, until
+//! the batch is full. A batch is built around the oldest job (so none
+//! starves) from the waiting jobs closest to it in length (so short texts are
+//! not padded to a long one), within `max_batch_size` items and
+//! `max_batch_tokens` padded tokens, and runs as one [`Model::infer_batch`]
+//! call on a blocking thread. The rest wait for the next batch.
+//!
+//! Credits stay the flow control: the queue sends at most MaxWorkers jobs, so
+//! at most that many wait here; batches are formed from what is held.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::metrics;
+use crate::model_zoo::{BatchCost, BatchPolicy, Model, ModelError, Params};
+use crate::proto::{unix_ms_now, JobResult};
+
+/// A job waiting for a batch.
+pub struct Pending {
+    pub request_id: String,
+    pub params: Params,
+    pub cost: BatchCost,
+    pub deadline_unix_ms: i64,
+    /// Where its result goes (the session's result channel).
+    pub done: mpsc::UnboundedSender<JobResult>,
+    pub span: tracing::Span,
+}
+
+/// Codes the batcher answers with itself.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchCodes {
+    pub expired: i32,
+    pub infer_fail: i32,
+}
+
+/// The handle jobs are submitted through; the batching task runs until the
+/// handle is dropped.
+pub struct Batcher {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Batcher {
+    pub fn start(
+        model: Arc<dyn Model>,
+        policy: BatchPolicy,
+        slots: Arc<Semaphore>,
+        codes: BatchCodes,
+    ) -> Batcher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let span = tracing::info_span!("batcher", model = %model.api_path());
+        tokio::spawn(run(model, policy, slots, codes, rx).instrument(span));
+        Batcher { tx }
+    }
+
+    /// Hands a job to the batcher; if it has stopped, the job is answered
+    /// InferFail at once.
+    pub fn submit(&self, p: Pending, infer_fail: i32) {
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(p) {
+            finish(
+                &p,
+                JobResult::error(&p.request_id, infer_fail, "the batcher has stopped"),
+            );
+        }
+    }
+}
+
+fn finish(p: &Pending, result: JobResult) {
+    metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
+    metrics::DISPATCHER_JOBS_DONE.inc();
+    let _ = p.done.send(result);
+}
+
+struct Waiting {
+    arrived: Instant,
+    job: Pending,
+}
+
+fn items(waiting: &[Waiting]) -> usize {
+    waiting.iter().map(|w| w.job.cost.items.max(1)).sum()
+}
+
+/// Picks the next batch: the oldest job, then the others closest to it in
+/// length while the limits allow. Removes them from `waiting`.
+fn pick_batch(waiting: &mut Vec<Waiting>, policy: &BatchPolicy) -> Vec<Waiting> {
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    let anchor = waiting.remove(0);
+    let target = anchor.job.cost.longest;
+    let mut n_items = anchor.job.cost.items.max(1);
+    let mut longest = target.max(1);
+    let mut order: Vec<usize> = (0..waiting.len()).collect();
+    order.sort_by_key(|&i| (waiting[i].job.cost.longest.abs_diff(target), i));
+    let mut chosen = Vec::new();
+    for i in order {
+        let c = waiting[i].job.cost;
+        let items_after = n_items + c.items.max(1);
+        let longest_after = longest.max(c.longest);
+        if items_after > policy.max_batch_size
+            || longest_after * items_after > policy.max_batch_tokens
+        {
+            continue;
+        }
+        n_items = items_after;
+        longest = longest_after;
+        chosen.push(i);
+    }
+    chosen.sort_unstable_by(|a, b| b.cmp(a));
+    let mut batch = vec![anchor];
+    for i in chosen {
+        batch.push(waiting.remove(i));
+    }
+    batch
+}
+
+async fn run(
+    model: Arc<dyn Model>,
+    policy: BatchPolicy,
+    slots: Arc<Semaphore>,
+    codes: BatchCodes,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
+    let mut waiting: Vec<Waiting> = Vec::new();
+    let mut open = true;
+    loop {
+        if waiting.is_empty() {
+            if !open {
+                return;
+            }
+            match rx.recv().await {
+                Some(job) => waiting.push(Waiting {
+                    arrived: Instant::now(),
+                    job,
+                }),
+                None => return,
+            }
+        }
+        // The model must be free before a batch is formed: meanwhile jobs gather.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let deadline = waiting[0].arrived + policy.max_queue_delay;
+        while open && items(&waiting) < policy.max_batch_size {
+            while let Ok(job) = rx.try_recv() {
+                waiting.push(Waiting {
+                    arrived: Instant::now(),
+                    job,
+                });
+            }
+            if items(&waiting) >= policy.max_batch_size {
+                break;
+            }
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => waiting.push(Waiting { arrived: Instant::now(), job }),
+                    None => open = false,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        // Jobs whose caller gave up are answered, not run.
+        let now = unix_ms_now();
+        waiting.retain(|w| {
+            let expired = w.job.deadline_unix_ms > 0 && now >= w.job.deadline_unix_ms;
+            if expired {
+                finish(
+                    &w.job,
+                    JobResult::error(&w.job.request_id, codes.expired, "expired before it ran"),
+                );
+            }
+            !expired
+        });
+        let batch = pick_batch(&mut waiting, &policy);
+        if batch.is_empty() {
+            continue;
+        }
+        let model = Arc::clone(&model);
+        let span = tracing::debug_span!("batch", jobs = batch.len());
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                for w in &batch {
+                    let _e = w.job.span.enter();
+                    tracing::debug!("job started");
+                }
+                tracing::debug!(
+                    items = items(&batch),
+                    waited_us = batch[0].arrived.elapsed().as_micros() as u64,
+                    "batch started"
+                );
+                let inputs: Vec<(String, Params)> = batch
+                    .iter()
+                    .map(|w| (w.job.request_id.clone(), w.job.params.clone()))
+                    .collect();
+                let n = inputs.len();
+                let ran = tokio::task::spawn_blocking({
+                    let model = Arc::clone(&model);
+                    move || model.infer_batch(inputs)
+                })
+                .await;
+                let outputs: Vec<Result<Params, ModelError>> = match ran {
+                    Ok(v) if v.len() == n => v,
+                    Ok(v) => {
+                        tracing::error!(
+                            got = v.len(),
+                            want = n,
+                            "infer_batch returned the wrong number of results"
+                        );
+                        (0..n)
+                            .map(|_| Err(ModelError::new("the model returned too few results")))
+                            .collect()
+                    }
+                    Err(join) => {
+                        tracing::error!(error = %join, "model panicked");
+                        (0..n)
+                            .map(|_| Err(ModelError::new("the model panicked")))
+                            .collect()
+                    }
+                };
+                for (w, out) in batch.iter().zip(outputs) {
+                    let id = &w.job.request_id;
+                    let result = match out {
+                        Ok(params) => match serde_json::to_vec(&params) {
+                            Ok(bytes) => JobResult::output(id, bytes),
+                            Err(e) => JobResult::error(
+                                id,
+                                codes.infer_fail,
+                                format!("output not serialisable: {e}"),
+                            ),
+                        },
+                        Err(e) => {
+                            JobResult::error(id, e.code.unwrap_or(codes.infer_fail), e.message)
+                        }
+                    };
+                    finish(&w.job, result);
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn waiting(costs: &[(usize, usize)]) -> Vec<Waiting> {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        costs
+            .iter()
+            .enumerate()
+            .map(|(i, &(items, longest))| Waiting {
+                arrived: Instant::now(),
+                job: Pending {
+                    request_id: format!("j{i}"),
+                    params: Params::new(),
+                    cost: BatchCost { items, longest },
+                    deadline_unix_ms: 0,
+                    done: tx.clone(),
+                    span: tracing::Span::none(),
+                },
+            })
+            .collect()
+    }
+
+    fn ids(batch: &[Waiting]) -> Vec<&str> {
+        batch.iter().map(|w| w.job.request_id.as_str()).collect()
+    }
+
+    #[test]
+    fn oldest_first_then_nearest_length_within_budget() {
+        let policy = BatchPolicy {
+            max_batch_size: 3,
+            max_queue_delay: Duration::ZERO,
+            max_batch_tokens: 1000,
+        };
+        // j0 short; j1 long; j2, j3 short; j4 medium.
+        let mut w = waiting(&[(1, 10), (1, 200), (1, 12), (1, 9), (1, 60)]);
+        let b = pick_batch(&mut w, &policy);
+        assert_eq!(
+            ids(&b),
+            ["j0", "j3", "j2"],
+            "the oldest and the two closest in length"
+        );
+        let b = pick_batch(&mut w, &policy);
+        assert_eq!(ids(&b), ["j1", "j4"], "long with medium: 200*2 within 1000");
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn token_budget_splits_long_items() {
+        let policy = BatchPolicy {
+            max_batch_size: 32,
+            max_queue_delay: Duration::ZERO,
+            max_batch_tokens: 300,
+        };
+        let mut w = waiting(&[(1, 100), (1, 100), (1, 100), (1, 100)]);
+        assert_eq!(pick_batch(&mut w, &policy).len(), 3, "3 x 100 fits 300");
+        assert_eq!(pick_batch(&mut w, &policy).len(), 1);
+        // An anchor over the budget alone still runs (alone).
+        let mut w = waiting(&[(4, 500), (1, 1)]);
+        assert_eq!(ids(&pick_batch(&mut w, &policy)), ["j0"]);
+    }
+}

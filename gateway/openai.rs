@@ -1,0 +1,213 @@
+//! `POST /v1/embeddings` in OpenAI's request and response shape, for the
+//! embedding clients that speak it (OpenAI SDKs, LangChain, LlamaIndex...).
+//!
+//! Authenticated with `Authorization: Bearer <key>` against `OpenAI.ApiKeys`
+//! (compared in constant time). The request's `model` names an embedding model
+//! of the settings' `Models`; `input` is a string or a list of strings. The
+//! job goes through the same path as a go-infer request (the model's check,
+//! the queue, a dispatcher, batching), as `{"texts": [...]}` on that model's
+//! API path. Errors use OpenAI's `{"error": {message, type, param, code}}`
+//! with an HTTP status; `code` carries inferq's numeric code where there is one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::core::{Failure, Gateway};
+use super::http::{read_limited, RequestId};
+use crate::codes::ErrorKind;
+use crate::metrics;
+use crate::model_zoo::Params;
+
+/// What the OpenAI-style API serves.
+#[derive(Debug, Clone, Default)]
+pub struct OpenAiApi {
+    /// Accepted bearer tokens.
+    pub api_keys: Vec<String>,
+    /// Model name → API path of an embedding model.
+    pub models: BTreeMap<String, String>,
+}
+
+#[derive(Clone)]
+struct ApiState {
+    gateway: Arc<Gateway>,
+    api: Arc<OpenAiApi>,
+    max_body: usize,
+}
+
+pub fn router(gateway: Arc<Gateway>, api: OpenAiApi, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/embeddings", post(embeddings))
+        .with_state(ApiState {
+            gateway,
+            api: Arc::new(api),
+            max_body,
+        })
+}
+
+fn error(status: StatusCode, kind: &str, code: Value, message: impl Into<String>) -> Response {
+    metrics::GATEWAY_ERRORS.inc();
+    let body = json!({"error": {
+        "message": message.into(),
+        "type": kind,
+        "param": Value::Null,
+        "code": code,
+    }});
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        Value::Null,
+        message,
+    )
+}
+
+fn authorised(headers: &HeaderMap, keys: &[String]) -> bool {
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Check every key, so the time taken does not tell which one matched.
+    keys.iter().fold(false, |ok, k| {
+        ok | bool::from(k.as_bytes().ct_eq(token.trim().as_bytes()))
+    })
+}
+
+fn failure_response(f: Failure) -> Response {
+    let status = match f.kind {
+        Some(ErrorKind::ApiEntryFail) => StatusCode::BAD_REQUEST,
+        Some(ErrorKind::SendMsgFail) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(ErrorKind::QueueTimeout) => StatusCode::GATEWAY_TIMEOUT,
+        Some(ErrorKind::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let kind = if status == StatusCode::BAD_REQUEST {
+        "invalid_request_error"
+    } else {
+        "server_error"
+    };
+    error(status, kind, json!(f.code), f.msg)
+}
+
+async fn embeddings(
+    State(state): State<ApiState>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    metrics::GATEWAY_REQUESTS.inc();
+    if !authorised(&headers, &state.api.api_keys) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            json!("invalid_api_key"),
+            "missing or wrong API key (Authorization: Bearer <key>)",
+        );
+    }
+    let Ok(bytes) = read_limited(body, state.max_body).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Value::Null,
+            format!("the body is larger than {} bytes", state.max_body),
+        );
+    };
+    let request: Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return bad_request("the body must be a JSON object"),
+        Err(e) => return bad_request(format!("the body is not JSON: {e}")),
+    };
+    let Some(model) = request.get("model").and_then(Value::as_str) else {
+        return bad_request("`model` (a string) is required");
+    };
+    let Some(api_path) = state.api.models.get(model) else {
+        let known: Vec<&String> = state.api.models.keys().collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            json!("model_not_found"),
+            format!("no embedding model {model:?}; served: {known:?}"),
+        );
+    };
+    let texts: Vec<Value> =
+        match request.get("input") {
+            Some(Value::String(s)) => vec![Value::String(s.clone())],
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items.clone(),
+            Some(Value::Array(_)) => return bad_request(
+                "`input` must be a string or a list of strings (token arrays are not supported)",
+            ),
+            Some(_) => return bad_request("`input` must be a string or a list of strings"),
+            None => return bad_request("`input` is required"),
+        };
+    let base64 = match request.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return bad_request(format!(
+                "`encoding_format` {other:?} is not supported (float, base64)"
+            ))
+        }
+    };
+    if request.get("dimensions").is_some_and(|d| !d.is_null()) {
+        return bad_request("`dimensions` is not supported by this model");
+    }
+    let mut params = Params::new();
+    params.insert("texts".into(), Value::Array(texts));
+    let out = match state.gateway.run_model(&id.0, api_path, params).await {
+        Ok(out) => out,
+        Err(f) => return failure_response(f),
+    };
+    let vectors = match out.get("embeddings") {
+        Some(Value::Array(v)) => v.clone(),
+        _ => {
+            return failure_response(
+                state
+                    .gateway
+                    .fail(ErrorKind::RecvMsgFail, "the model returned no embeddings"),
+            )
+        }
+    };
+    let tokens = out.get("tokens").and_then(Value::as_u64).unwrap_or(0);
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let floats: Vec<u8> = v
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .flat_map(|x| (x.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(base64::engine::general_purpose::STANDARD.encode(floats))
+            } else {
+                v
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
+}
