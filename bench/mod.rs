@@ -26,6 +26,8 @@ use sm2::dsa::SigningKey;
 
 use crate::gateway::signature::{self, Canonical};
 
+pub mod model;
+
 /// go-infer's example appId and secret (in config/settings.yaml).
 pub const EXAMPLE_APP_ID: &str = "3EA25569454745D01219080B779F021F";
 pub const EXAMPLE_SECRET: &str = "41DF0E6AE27B5282C07EF5124642A352";

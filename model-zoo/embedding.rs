@@ -111,6 +111,10 @@ pub struct EmbeddingSettings {
     pub normalize: bool,
     #[serde(rename = "IntraThreads")]
     pub intra_threads: usize,
+    /// ONNX Runtime sessions, so that this many batches can run at once (set
+    /// `Server.InferThreads` to match).
+    #[serde(rename = "Sessions")]
+    pub sessions: usize,
     #[serde(rename = "MaxTextsPerRequest")]
     pub max_texts_per_request: usize,
     #[serde(rename = "Batch")]
@@ -130,6 +134,7 @@ impl Default for EmbeddingSettings {
             pooling: Pooling::Mean,
             normalize: true,
             intra_threads: 0,
+            sessions: 1,
             max_texts_per_request: 256,
             batch: BatchSettings::default(),
         }
@@ -139,7 +144,8 @@ impl Default for EmbeddingSettings {
 /// What `init` loads.
 struct Loaded {
     tokenizer: Tokenizer,
-    session: Mutex<Session>,
+    /// One or more sessions on the same model; a batch takes a free one.
+    sessions: Vec<Mutex<Session>>,
     /// Whether the model takes `token_type_ids` (BERT does; some exports do not).
     wants_token_types: bool,
     api_entry_code: i32,
@@ -250,7 +256,11 @@ impl Embedding {
                 Tensor::from_array((shape, types)).map_err(fail)?.into(),
             ));
         }
-        let mut session = l.session.lock();
+        let mut session = l
+            .sessions
+            .iter()
+            .find_map(|s| s.try_lock())
+            .unwrap_or_else(|| l.sessions[0].lock());
         let outputs = session.run(inputs).map_err(fail)?;
         let value = outputs.get(self.settings.output.as_str()).ok_or_else(|| {
             ModelError::new(format!("the model has no output {}", self.settings.output))
@@ -385,8 +395,15 @@ impl Model for Embedding {
                 .with_truncation(None)
                 .map_err(|e| ModelError::new(format!("tokenizer truncation: {e}")))?;
         }
-        let session = onnx_runtime::session(ctx, &model_path, self.settings.intra_threads)?;
-        let names: Vec<String> = session
+        let mut sessions = Vec::new();
+        for _ in 0..self.settings.sessions.max(1) {
+            sessions.push(onnx_runtime::session(
+                ctx,
+                &model_path,
+                self.settings.intra_threads,
+            )?);
+        }
+        let names: Vec<String> = sessions[0]
             .inputs()
             .iter()
             .map(|i| i.name().to_string())
@@ -404,7 +421,7 @@ impl Model for Embedding {
         tracing::info!(model = %model_path.display(), tokenizer = %tokenizer_path.display(), inputs = ?names, "embedding model loaded");
         self.loaded = Some(Loaded {
             tokenizer,
-            session: Mutex::new(session),
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
             wants_token_types,
             api_entry_code: codes.code(ErrorKind::ApiEntryFail),
         });
@@ -526,9 +543,9 @@ impl Model for Embedding {
                 continue;
             }
             let embeddings = if params.contains_key("text") {
-                json!(vs.pop().unwrap_or_default())
+                f32_json(&vs.pop().unwrap_or_default())
             } else {
-                json!(vs)
+                Value::Array(vs.iter().map(|v| f32_json(v)).collect())
             };
             let mut out = Params::new();
             out.insert("embeddings".into(), embeddings);
@@ -540,6 +557,22 @@ impl Model for Embedding {
             .map(|r| r.unwrap_or_else(|| Err(ModelError::new("no result"))))
             .collect()
     }
+}
+
+/// A vector as JSON numbers with the shortest decimal that reads back as the
+/// same f32 (half the digits of the f64 a widened f32 would print, so half the
+/// bytes to write, send and parse; no precision lost at f32).
+fn f32_json(v: &[f32]) -> Value {
+    Value::Array(
+        v.iter()
+            .map(|x| {
+                let short: f64 = x.to_string().parse().unwrap_or(*x as f64);
+                serde_json::Number::from_f64(short)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
+            })
+            .collect(),
+    )
 }
 
 fn json_type(v: &Value) -> &'static str {

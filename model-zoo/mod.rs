@@ -13,6 +13,7 @@
 pub mod echo;
 pub mod embedding;
 mod model;
+pub mod onnx_model;
 pub mod onnx_runtime;
 
 pub use echo::Echo;
@@ -57,6 +58,10 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Box<dyn Model>>, ModelEr
     for (name, spec) in &settings.models {
         match kind_of(name, spec)?.as_str() {
             "embedding" => models.push(Box::new(embedding::Embedding::new(
+                name,
+                parse(name, spec)?,
+            )?)),
+            "onnx" => models.push(Box::new(onnx_model::OnnxModel::new(
                 name,
                 parse(name, spec)?,
             )?)),

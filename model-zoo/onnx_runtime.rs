@@ -52,7 +52,10 @@ pub fn environment(ctx: &InitContext<'_>) -> Result<&'static Environment, ModelE
 }
 
 /// A session on `model` with `intra_threads` (0: ONNX Runtime's default, one
-/// per core) and full graph optimisation.
+/// per core) and full graph optimisation. The intra-op threads do not spin
+/// while waiting for work: in a serving process they share the cores with the
+/// stream, the batcher and, on small machines, the gateway and queue, and
+/// spinning threads would take their CPU (measured in BENCHMARKS.md).
 pub fn session(
     ctx: &InitContext<'_>,
     model: &std::path::Path,
@@ -69,6 +72,8 @@ pub fn session(
     let mut builder = Session::builder(env)
         .map_err(fail)?
         .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| fail(e.into()))?
+        .with_intra_op_spinning(false)
         .map_err(|e| fail(e.into()))?;
     if intra_threads > 0 {
         builder = builder

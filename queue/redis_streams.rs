@@ -531,7 +531,7 @@ impl RedisBackend {
         };
         let mut c = self.conn().await?;
         let mut out = Vec::new();
-        for lane in 0..LANES.len() {
+        for (lane, cursor) in cursors.iter().enumerate() {
             if out.len() >= max {
                 break;
             }
@@ -541,7 +541,7 @@ impl RedisBackend {
                 .arg(GROUP)
                 .arg(consumer)
                 .arg(self.opts.reclaim_idle.as_millis() as u64)
-                .arg(&cursors[lane])
+                .arg(cursor)
                 .arg("COUNT")
                 .arg(max - out.len())
                 .query_async::<Value>(&mut c)
@@ -1189,7 +1189,10 @@ fn field(fields: &[Value], name: &str) -> Option<Vec<u8>> {
 }
 
 /// An XREADGROUP reply (RESP2 array or RESP3 map) → [(stream key, entries)].
-fn stream_reply(v: Value) -> Vec<(String, Vec<(String, Vec<Value>)>)> {
+/// Stream entries as read: (entry id, field/value list).
+type Entries = Vec<(String, Vec<Value>)>;
+
+fn stream_reply(v: Value) -> Vec<(String, Entries)> {
     let pairs: Vec<(Value, Value)> = match v {
         Value::Array(streams) => streams
             .into_iter()

@@ -29,5 +29,18 @@ done
 grep -q "gateway-http listening on" "$log" || { echo "check-readme: run command did not start"; cat "$log"; exit 1; }
 answer=$("$py" tests/python/goinfer_client.py http://127.0.0.1:5000/api/echo SHA256 '{"text":"hello from the README"}')
 echo "$answer" | grep -q '"code":0,' || { echo "check-readme: unexpected answer: $answer"; exit 1; }
-echo "check-readme: run command answered a signed request; .ci/run runs the test command"
+answer=$("$py" tests/python/goinfer_client.py http://127.0.0.1:5000/api/embedding SHA256 '{"text":"hello from the README"}')
+"$py" -c 'import json,sys; v=json.loads(sys.argv[1]); assert v["code"]==0 and len(v["data"]["embeddings"])==384, v' "$answer" \
+  || { echo "check-readme: /api/embedding: unexpected answer: ${answer:0:300}"; exit 1; }
+"$py" - <<'PY' || { echo "check-readme: /v1/embeddings failed"; exit 1; }
+import json, urllib.request
+req = urllib.request.Request(
+    "http://127.0.0.1:5000/v1/embeddings",
+    data=json.dumps({"model": "all-MiniLM-L6-v2", "input": ["hello", "world"]}).encode(),
+    headers={"Authorization": "Bearer sk-inferq-example-key", "Content-Type": "application/json"},
+)
+v = json.load(urllib.request.urlopen(req, timeout=30))
+assert [len(d["embedding"]) for d in v["data"]] == [384, 384], v
+PY
+echo "check-readme: run command answered signed echo and embedding requests and /v1/embeddings; .ci/run runs the test command"
 echo "2 passed, 0 failed"

@@ -56,6 +56,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// List or re-queue the jobs given up on (Redis backend).
     DeadLetters(DeadLettersArgs),
+    /// The bare model's speed, in process (no gateway, queue or dispatcher).
+    BenchModel(crate::bench::model::BenchModelArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +197,9 @@ async fn dispatch(cli: Cli, factory: Arc<crate::model_zoo::ModelFactory>) -> any
         Command::Dispatcher(a) => run_dispatcher(settings, &factory, a).await,
         Command::Standalone(a) => run_standalone(settings, &factory, a).await,
         Command::DeadLetters(a) => run_dead_letters(settings, a).await,
+        Command::BenchModel(a) => {
+            tokio::task::block_in_place(|| crate::bench::model::run(&settings, a))
+        }
         Command::Bench(_) => Ok(()),
     }
 }
