@@ -164,3 +164,68 @@ async fn dead_letters_are_listed_and_requeued_from_the_cli() {
     .await;
     assert!(ran, "re-queued job ran: {}", d2.log_text());
 }
+
+/// go-infer's `RedisPasswd` (requirepass) as it is, a `redis://user:pass@`
+/// URL with an ACL user, and a wrong password (a defined code and a clear log
+/// line, not a hang).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_passwords_and_acl_users() {
+    let rdir = TestDir::new();
+    let redis = RedisServer::start_with(
+        rdir.path(),
+        &[
+            "--requirepass",
+            "go-infer-pass",
+            "--user",
+            "inferq",
+            "on",
+            ">acl-pass",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    );
+    for (name, server, passwd, works) in [
+        ("requirepass", redis.addr(), "go-infer-pass", true),
+        (
+            "acl-url",
+            format!("redis://inferq:acl-pass@{}", redis.addr()),
+            "",
+            true,
+        ),
+        ("wrong", redis.addr(), "not-the-password", false),
+    ] {
+        let dir = TestDir::new();
+        let queue_addr = format!("127.0.0.1:{}", common::free_port());
+        let yaml = dir.write(
+            "settings.yaml",
+            &settings(
+                &server,
+                &queue_addr,
+                &format!("  RedisPasswd: \"{passwd}\"\n"),
+            ),
+        );
+        let yaml = yaml.to_str().unwrap();
+        let q = start(&dir, yaml, "queue", &["queue"], &["queue-grpc"]);
+        let _d = dispatcher(&dir, yaml, "d");
+        let gw = start(&dir, yaml, "gateway", &["gateway"], &["gateway-http"]);
+        let url = gw.url("gateway-http", "/api/echo");
+        if works {
+            let ok = common::wait_until(Duration::from_secs(15), || async {
+                let (_, v) = common::post(&url, &common::signed(json!({"x": 1}))).await;
+                common::code(&v) == 0
+            })
+            .await;
+            assert!(ok, "{name}: queue log:\n{}", q.log_text());
+        } else {
+            let (_, v) = common::post(&url, &common::signed(json!({"x": 1}))).await;
+            assert_eq!(common::code(&v), 9702, "{name}: {v}");
+            let log = q.log_text();
+            assert!(log.contains("redis unreachable"), "{name}: {log}");
+            assert!(
+                !log.contains("not-the-password"),
+                "the password is not logged"
+            );
+        }
+    }
+}

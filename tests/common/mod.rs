@@ -413,9 +413,15 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port in `dir`.
     pub fn start(dir: &Path) -> RedisServer {
+        RedisServer::start_with(dir, &[])
+    }
+
+    /// Starts one on a free port in `dir` with extra redis-server arguments
+    /// (e.g. `--requirepass`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
-            if let Some(r) = RedisServer::try_start(dir, port) {
+            if let Some(r) = RedisServer::try_start(dir, port, extra) {
                 return r;
             }
         }
@@ -425,7 +431,7 @@ impl RedisServer {
     /// Starts one on `port` in `dir` (a restart reads the same AOF).
     pub fn start_on(dir: &Path, port: u16) -> RedisServer {
         for _ in 0..50 {
-            if let Some(r) = RedisServer::try_start(dir, port) {
+            if let Some(r) = RedisServer::try_start(dir, port, &[]) {
                 return r;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -436,7 +442,7 @@ impl RedisServer {
         );
     }
 
-    fn try_start(dir: &Path, port: u16) -> Option<RedisServer> {
+    fn try_start(dir: &Path, port: u16, extra: &[&str]) -> Option<RedisServer> {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",
@@ -456,6 +462,7 @@ impl RedisServer {
                 "--logfile",
                 "redis.log",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -516,8 +523,9 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Up: answers PING, or refuses it for want of a password.
 fn redis_ping(port: u16) -> bool {
-    redis_command(port, &["PING"]).as_deref() == Some("+PONG")
+    redis_command(port, &["PING"]).is_some_and(|r| r == "+PONG" || r.starts_with("-NOAUTH"))
 }
 
 /// One RESP command over a fresh connection; the first reply line.
