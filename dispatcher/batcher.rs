@@ -3,7 +3,8 @@
 //! One [`Batcher`] per model that asks for it ([`Model::batch_policy`]). Jobs
 //! wait in it until the model may run (an infer slot is free); then, for at
 //! most `max_queue_delay` after the oldest arrived, more jobs may join, until
-//! the batch is full. A batch is built around the oldest job (so none
+//! the batch is full. (When the last batch was a lone job and only one waits
+//! now, traffic is light: the batch runs at once rather than paying the delay.) A batch is built around the oldest job (so none
 //! starves) from the waiting jobs closest to it in length (so short texts are
 //! not padded to a long one), within `max_batch_size` items and
 //! `max_batch_tokens` padded tokens, and runs as one [`Model::infer_batch`]
@@ -129,6 +130,9 @@ async fn run(
 ) {
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut open = true;
+    // Items of the last batch: when it was a lone job, nobody else is coming
+    // soon, and waiting `max_queue_delay` for company would only add latency.
+    let mut last_batch_items = 0usize;
     loop {
         if waiting.is_empty() {
             if !open {
@@ -146,7 +150,11 @@ async fn run(
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let deadline = waiting[0].arrived + policy.max_queue_delay;
+        let deadline = if last_batch_items > 1 || items(&waiting) > 1 {
+            waiting[0].arrived + policy.max_queue_delay
+        } else {
+            waiting[0].arrived
+        };
         while open && items(&waiting) < policy.max_batch_size {
             while let Ok(job) = rx.try_recv() {
                 waiting.push(Waiting {
@@ -181,6 +189,7 @@ async fn run(
         if batch.is_empty() {
             continue;
         }
+        last_batch_items = items(&batch);
         let model = Arc::clone(&model);
         let span = tracing::debug_span!("batch", jobs = batch.len());
         tokio::spawn(
