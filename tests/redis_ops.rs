@@ -229,3 +229,26 @@ async fn redis_passwords_and_acl_users() {
         }
     }
 }
+
+/// `standalone` keeps memory unless its settings ask for Redis; then its jobs
+/// are in Redis like the split deployment's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_on_redis_when_asked() {
+    let rdir = TestDir::new();
+    let redis = RedisServer::start(rdir.path());
+    let dir = TestDir::new();
+    let yaml = common::settings_yaml("", &format!("  RedisServer: \"{}\"", redis.addr()))
+        .replace("Backend: memory", "Backend: redis");
+    let p = common::standalone(&dir, &yaml);
+    let (_, v) = common::post(
+        &p.url("gateway-http", "/api/echo"),
+        &common::signed(json!({"x": 7})),
+    )
+    .await;
+    assert_eq!(common::code(&v), 0, "{v}");
+    assert!(p.log_text().contains("using the Redis Streams backend"));
+    // The job went through Redis: its result is stored there under its id.
+    let id = v["data"]["requestId"].as_str().unwrap();
+    let exists = redis.command(&["EXISTS", &format!("inferq:result:{id}")]);
+    assert_eq!(exists, ":1", "result stored in Redis");
+}
