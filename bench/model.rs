@@ -5,7 +5,6 @@
 //! each batch size asked, and reports sentences per second. This is the
 //! ceiling the served throughput is compared with in BENCHMARKS.md.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -44,13 +43,7 @@ pub fn run(settings: &Settings, args: BenchModelArgs) -> anyhow::Result<()> {
         ..settings.clone()
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let base_dir = settings
-        .source
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let ctx = InitContext { settings, base_dir };
+    let ctx = InitContext::for_settings(settings);
     let set = ModelSet::initialised(models, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
     let model = set.iter().next().context("model not built")?;
     for &batch in &args.batch {

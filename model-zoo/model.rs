@@ -41,6 +41,20 @@ pub struct InitContext<'a> {
     pub base_dir: PathBuf,
 }
 
+impl<'a> InitContext<'a> {
+    /// The context for `settings`: relative paths resolve against the folder
+    /// of the file they were read from.
+    pub fn for_settings(settings: &'a Settings) -> Self {
+        let base_dir = settings
+            .source
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        InitContext { settings, base_dir }
+    }
+}
+
 impl InitContext<'_> {
     /// Resolves a path from the settings against the settings file's folder.
     pub fn resolve(&self, path: &str) -> PathBuf {

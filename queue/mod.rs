@@ -4,7 +4,7 @@
 //!   consumer, complete with a result, release a gone consumer's leases.
 //! - [`memory`]: the in-memory backend (one process, `standalone`).
 //! - [`redis_streams`]: the Redis Streams backend (durable, shared by several
-//!   queue-service instances).
+//!   queue-service instances); [`redis_pool`]: its connections.
 //! - [`waiters`]: callers blocked in `Call`, woken when their result arrives.
 //! - [`credit`]: the [`CreditWindow`] that bounds the jobs a dispatcher holds.
 //! - [`session`]: one dispatcher's `Dispatch` stream: credits, leasing, results.
@@ -16,6 +16,7 @@ pub mod backend;
 pub mod credit;
 pub mod grpc;
 pub mod memory;
+pub mod redis_pool;
 pub mod redis_streams;
 pub mod service;
 pub mod session;

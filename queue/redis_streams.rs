@@ -23,12 +23,8 @@
 //! becomes `Job.deliveries`; past `max_deliveries` the job goes to the dead
 //! letters and its caller gets InferFail.
 //!
-//! Connections: connections come from a deadpool-redis pool. The commands of
-//! the request path go over a few of them held long (`HOT_CONNECTIONS`):
-//! redis-rs multiplexes a connection, so concurrent commands on it are
-//! pipelined, and no health check (PING) is paid per command; a hot
-//! connection that fails is dropped and the next one is taken from the pool,
-//! which checks it. Each consumer's blocking XREADGROUP gets its own
+//! Connections (see [`super::redis_pool`]): commands go over a few pooled,
+//! multiplexed connections; each consumer's blocking XREADGROUP gets its own
 //! connection (a blocked connection must not be shared), and the instance's
 //! pub/sub subscription one more. When Redis is unreachable
 //! every operation fails with `Unavailable`, and the subscription reconnects
@@ -40,15 +36,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deadpool_redis::{Manager, Pool, Runtime};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use prost::Message;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, Script, Value};
+use redis::{IntoConnectionInfo, Script, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{BackendError, BackendOptions, DeadLetter, Lease, QueueBackend, QueueDepth};
+use super::redis_pool::{unavailable, HotConnection, RedisConnections};
 use super::waiters::ResultWaiters;
 use crate::metrics;
 use crate::proto::{unix_ms_now, Job, JobResult};
@@ -61,8 +57,6 @@ const RELEASED_IDLE_MS: i64 = 1_000_000_000_000;
 const LANES: [&str; 2] = ["hi", "lo"];
 /// Most dead letters kept per queue.
 const DEAD_LETTER_MAXLEN: usize = 100_000;
-/// Pooled connections held for the request path, used round-robin.
-const HOT_CONNECTIONS: usize = 4;
 
 /// How to reach Redis and how to use it.
 #[derive(Debug, Clone)]
@@ -119,8 +113,7 @@ struct ReclaimState {
 
 pub struct RedisBackend {
     opts: RedisOptions,
-    client: redis::Client,
-    pool: Pool,
+    conns: RedisConnections,
     waiters: Arc<ResultWaiters>,
     /// Queues whose consumer groups are known to exist.
     groups: Mutex<HashSet<String>>,
@@ -129,16 +122,9 @@ pub struct RedisBackend {
     /// Lease tags held by each (queue, consumer), to renew their idle time.
     held: Mutex<HashMap<(String, String), HashSet<String>>>,
     reclaim: Mutex<HashMap<String, ReclaimState>>,
-    /// Pooled connections kept out of the pool for the request path.
-    hot: Vec<Mutex<Option<Arc<deadpool_redis::Connection>>>>,
-    next_hot: std::sync::atomic::AtomicUsize,
     enqueue_script: Script,
     read_script: Script,
     release_script: Script,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> BackendError {
-    BackendError::Unavailable(format!("redis: {e}"))
 }
 
 fn is_nogroup(e: &redis::RedisError) -> bool {
@@ -207,31 +193,15 @@ impl RedisBackend {
         waiters: Arc<ResultWaiters>,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, BackendError> {
-        let info = opts.connection_info()?;
-        let client = redis::Client::open(info.clone()).map_err(unavailable)?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(3)));
-        let manager = Manager::new_with_config(info, config).map_err(unavailable)?;
-        let pool = Pool::builder(manager)
-            .max_size(opts.pool_size.max(2))
-            .wait_timeout(Some(Duration::from_secs(3)))
-            .create_timeout(Some(Duration::from_secs(2)))
-            .recycle_timeout(Some(Duration::from_secs(2)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(unavailable)?;
+        let conns = RedisConnections::new(opts.connection_info()?, opts.pool_size)?;
         let backend = Arc::new(RedisBackend {
             opts,
-            client,
-            pool,
+            conns,
             waiters,
             groups: Mutex::new(HashSet::new()),
             blocking: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             reclaim: Mutex::new(HashMap::new()),
-            hot: (0..HOT_CONNECTIONS).map(|_| Mutex::new(None)).collect(),
-            next_hot: std::sync::atomic::AtomicUsize::new(0),
             enqueue_script: Script::new(ENQUEUE_LUA),
             read_script: Script::new(READ_LUA),
             release_script: Script::new(RELEASE_LUA),
@@ -261,35 +231,9 @@ impl RedisBackend {
         self.key(&format!("done:{instance}"))
     }
 
-    /// A connection for one command or pipeline: one of the hot ones.
+    /// A connection for one command or pipeline.
     async fn conn(&self) -> Result<HotConnection<'_>, BackendError> {
-        let slot = self
-            .next_hot
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % self.hot.len();
-        let held = self.hot[slot].lock().clone();
-        let pooled = match held {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(self.pool.get().await.map_err(unavailable)?);
-                let mut s = self.hot[slot].lock();
-                Arc::clone(s.get_or_insert(c))
-            }
-        };
-        Ok(HotConnection {
-            conn: (**pooled).clone(),
-            pooled,
-            slot,
-            backend: self,
-        })
-    }
-
-    /// Drops a hot connection that failed, back to the pool's care.
-    fn drop_hot(&self, slot: usize, pooled: &Arc<deadpool_redis::Connection>) {
-        let mut s = self.hot[slot].lock();
-        if s.as_ref().is_some_and(|c| Arc::ptr_eq(c, pooled)) {
-            *s = None;
-        }
+        self.conns.get().await
     }
 
     /// Waits until Redis answers a PING, logging while it does not; false
@@ -415,14 +359,7 @@ impl RedisBackend {
         let mut conn = match existing {
             Some(c) => c,
             None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(None);
-                let c = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(unavailable)?;
+                let c = self.conns.dedicated().await?;
                 self.blocking.lock().insert(consumer.to_string(), c.clone());
                 c
             }
@@ -749,7 +686,7 @@ impl RedisBackend {
                 return;
             }
             let sub = async {
-                let mut ps = self.client.get_async_pubsub().await?;
+                let mut ps = self.conns.pubsub().await?;
                 ps.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(ps)
             };
@@ -1101,55 +1038,6 @@ impl QueueBackend for RedisBackend {
             p.query_async::<()>(&mut c).await.map_err(unavailable)?;
         }
         Ok(chosen.len())
-    }
-}
-
-/// One use of a hot connection; reports a broken connection so that the
-/// next use takes a fresh one from the pool.
-struct HotConnection<'a> {
-    conn: MultiplexedConnection,
-    pooled: Arc<deadpool_redis::Connection>,
-    slot: usize,
-    backend: &'a RedisBackend,
-}
-
-impl HotConnection<'_> {
-    fn check<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
-        if let Err(e) = &r {
-            if e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_timeout()
-                || e.is_unrecoverable_error()
-            {
-                self.backend.drop_hot(self.slot, &self.pooled);
-            }
-        }
-        r
-    }
-}
-
-impl redis::aio::ConnectionLike for HotConnection<'_> {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let r = self.conn.req_packed_command(cmd).await;
-            self.check(r)
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let r = self.conn.req_packed_commands(pipeline, offset, count).await;
-            self.check(r)
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
     }
 }
 

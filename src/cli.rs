@@ -4,7 +4,7 @@
 //! builds the models from the settings and get the same subcommands (go-infer's
 //! `ModelList` + CLI commands). See `examples/custom_model.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,14 +211,7 @@ fn build_models(
 ) -> anyhow::Result<ModelSet> {
     let models = factory(settings).map_err(|e| anyhow::anyhow!("models: {e}"))?;
     let set = if init {
-        let base_dir = settings
-            .source
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let ctx = InitContext { settings, base_dir };
-        ModelSet::initialised(models, &ctx)
+        ModelSet::initialised(models, &InitContext::for_settings(settings))
     } else {
         ModelSet::new(models)
     };

@@ -10,11 +10,11 @@ use base64::Engine;
 use common::*;
 use serde_json::json;
 
-fn start(dir: &TestDir, inputs: &str) -> Proc {
-    let model = dir.path().join("tiny.onnx");
+/// Writes tiny.onnx into `dir` with the Python `onnx` package.
+fn make_tiny_model(dir: &TestDir) {
     let out = Command::new(python())
         .arg(repo_root().join("tests/python/make_tiny_onnx.py"))
-        .arg(&model)
+        .arg(dir.path().join("tiny.onnx"))
         .output()
         .expect("python");
     assert!(
@@ -22,6 +22,10 @@ fn start(dir: &TestDir, inputs: &str) -> Proc {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn start(dir: &TestDir, inputs: &str) -> Proc {
+    make_tiny_model(dir);
     let lib = repo_root().join(".cache/models/libonnxruntime.so");
     assert!(
         lib.is_file(),
@@ -113,13 +117,7 @@ async fn onnx_model_from_yaml_runs_and_checks_its_inputs() {
 #[test]
 fn a_declaration_that_does_not_match_the_model_stops_the_dispatcher() {
     let dir = TestDir::new();
-    let model = dir.path().join("tiny.onnx");
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/python/make_tiny_onnx.py"))
-        .arg(&model)
-        .output()
-        .expect("python");
-    assert!(out.status.success());
+    make_tiny_model(&dir);
     let settings = format!(
         "{}\nModels:\n  tiny:\n    Kind: onnx\n    ApiPath: /api/tiny\n    Model: tiny.onnx\n    Inputs:\n      - {{Name: x, Dtype: int32, Shape: [-1, 3]}}\n      - {{Name: n, Dtype: int64, Shape: [-1, 1]}}\nOnnxRuntime:\n  Library: \"{}\"\n",
         settings_yaml("", ""),
