@@ -20,11 +20,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # Do not start Debian's redis service: tests run their own servers.
-  echo exit 101 | $sudo tee /usr/sbin/policy-rc.d >/dev/null
-  $sudo chmod +x /usr/sbin/policy-rc.d
+  # Do not start Debian's redis service: tests run their own servers. (A
+  # policy-rc.d the machine already has is left as it is.)
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    echo exit 101 | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-  $sudo rm -f /usr/sbin/policy-rc.d
+  [ -z "$own_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi
 
 # Python venv for client-side test tools.
