@@ -19,9 +19,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::metrics;
+use super::node::{answer, model_answer};
 use crate::model_zoo::{BatchCost, BatchPolicy, Model, ModelError, Params};
-use crate::proto::{unix_ms_now, JobResult};
+use crate::proto::{unix_ms_now, Job, JobResult};
 
 /// A job waiting for a batch.
 pub struct Pending {
@@ -45,6 +45,8 @@ pub struct BatchCodes {
 /// handle is dropped.
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Pending>,
+    model: Arc<dyn Model>,
+    infer_fail: i32,
 }
 
 impl Batcher {
@@ -56,26 +58,47 @@ impl Batcher {
     ) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let span = tracing::info_span!("batcher", model = %model.api_path());
-        tokio::spawn(run(model, policy, slots, codes, rx).instrument(span));
-        Batcher { tx }
+        tokio::spawn(run(Arc::clone(&model), policy, slots, codes, rx).instrument(span));
+        Batcher {
+            tx,
+            model,
+            infer_fail: codes.infer_fail,
+        }
     }
 
-    /// Hands a job to the batcher; if it has stopped, the job is answered
+    /// Hands a job to the batcher, with its size for batching. Parameters that
+    /// are not a JSON object, or a batcher that has stopped, are answered
     /// InferFail at once.
-    pub fn submit(&self, p: Pending, infer_fail: i32) {
-        if let Err(mpsc::error::SendError(p)) = self.tx.send(p) {
-            finish(
-                &p,
-                JobResult::error(&p.request_id, infer_fail, "the batcher has stopped"),
-            );
+    pub fn submit(&self, job: Job, done: mpsc::UnboundedSender<JobResult>) {
+        let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
+        let params = match serde_json::from_slice::<Params>(&job.params_json) {
+            Ok(p) => p,
+            Err(e) => {
+                let r = JobResult::error(
+                    &job.request_id,
+                    self.infer_fail,
+                    format!("parameters are not a JSON object: {e}"),
+                );
+                return answer(&done, r);
+            }
+        };
+        let pending = Pending {
+            cost: self.model.batch_cost(&params),
+            request_id: job.request_id,
+            params,
+            deadline_unix_ms: job.deadline_unix_ms,
+            done,
+            span,
+        };
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(pending) {
+            let r = JobResult::error(&p.request_id, self.infer_fail, "the batcher has stopped");
+            finish(&p, r);
         }
     }
 }
 
 fn finish(p: &Pending, result: JobResult) {
-    metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
-    metrics::DISPATCHER_JOBS_DONE.inc();
-    let _ = p.done.send(result);
+    answer(&p.done, result);
 }
 
 struct Waiting {
@@ -195,6 +218,7 @@ async fn run(
         tokio::spawn(
             async move {
                 let _slot = slot;
+                let mut batch = batch;
                 for w in &batch {
                     let _e = w.job.span.enter();
                     tracing::debug!("job started");
@@ -205,8 +229,8 @@ async fn run(
                     "batch started"
                 );
                 let inputs: Vec<(String, Params)> = batch
-                    .iter()
-                    .map(|w| (w.job.request_id.clone(), w.job.params.clone()))
+                    .iter_mut()
+                    .map(|w| (w.job.request_id.clone(), std::mem::take(&mut w.job.params)))
                     .collect();
                 let n = inputs.len();
                 let ran = tokio::task::spawn_blocking({
@@ -234,21 +258,10 @@ async fn run(
                     }
                 };
                 for (w, out) in batch.iter().zip(outputs) {
-                    let id = &w.job.request_id;
-                    let result = match out {
-                        Ok(params) => match serde_json::to_vec(&params) {
-                            Ok(bytes) => JobResult::output(id, bytes),
-                            Err(e) => JobResult::error(
-                                id,
-                                codes.infer_fail,
-                                format!("output not serialisable: {e}"),
-                            ),
-                        },
-                        Err(e) => {
-                            JobResult::error(id, e.code.unwrap_or(codes.infer_fail), e.message)
-                        }
-                    };
-                    finish(&w.job, result);
+                    finish(
+                        &w.job,
+                        model_answer(&w.job.request_id, out, codes.infer_fail),
+                    );
                 }
             }
             .instrument(span),

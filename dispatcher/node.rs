@@ -18,10 +18,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::batcher::{BatchCodes, Batcher, Pending};
+use super::batcher::{BatchCodes, Batcher};
 use super::link::DispatchLink;
+use crate::backoff::Backoff;
 use crate::metrics;
-use crate::model_zoo::{ModelSet, Params};
+use crate::model_zoo::{ModelError, ModelSet, Params};
 use crate::proto::{
     dispatcher_message, queue_message, unix_ms_now, DispatcherMessage, Drain, Hello, Job,
     JobResult, QueueMessage,
@@ -111,7 +112,9 @@ impl DispatcherNode {
 
     /// Serves until `shutdown` is cancelled and the jobs in hand are answered.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        // Jitter spreads the reconnects of many nodes.
+        let mut backoff =
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).with_jitter();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -123,17 +126,13 @@ impl DispatcherNode {
                 Err(status) => status.message().to_string(),
             };
             if started.elapsed() > Duration::from_secs(5) {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
-            // Spread reconnects of many nodes: +-25% jitter.
-            let jitter = 0.75 + rand::random::<f64>() * 0.5;
-            let wait = backoff.mul_f64(jitter);
+            let wait = backoff.next_delay();
             tracing::warn!(queue_service = %self.link.describe(), reason = %why, retry_in_ms = wait.as_millis() as u64, "no queue stream; reconnecting");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+            if !Backoff::sleep(wait, &shutdown).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -222,36 +221,7 @@ impl DispatcherNode {
     fn start(&self, job: Job, done: mpsc::UnboundedSender<JobResult>) {
         metrics::DISPATCHER_JOBS_IN_HAND.add(1);
         if let Some(batcher) = self.batchers.get(&job.api_path) {
-            let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
-            match serde_json::from_slice::<Params>(&job.params_json) {
-                Ok(params) => {
-                    let cost = self
-                        .models
-                        .get(&job.api_path)
-                        .map(|m| m.batch_cost(&params))
-                        .unwrap_or_default();
-                    batcher.submit(
-                        Pending {
-                            request_id: job.request_id,
-                            params,
-                            cost,
-                            deadline_unix_ms: job.deadline_unix_ms,
-                            done,
-                            span,
-                        },
-                        self.codes.infer_fail,
-                    );
-                }
-                Err(e) => {
-                    metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
-                    metrics::DISPATCHER_JOBS_DONE.inc();
-                    let _ = done.send(JobResult::error(
-                        &job.request_id,
-                        self.codes.infer_fail,
-                        format!("parameters are not a JSON object: {e}"),
-                    ));
-                }
-            }
+            batcher.submit(job, done);
             return;
         }
         let model = self.models.get(&job.api_path).cloned();
@@ -283,38 +253,45 @@ impl DispatcherNode {
                                 let ran =
                                     tokio::task::spawn_blocking(move || model.infer(&rid, params))
                                         .await;
-                                match ran {
-                                    Ok(Ok(out)) => match serde_json::to_vec(&out) {
-                                        Ok(bytes) => JobResult::output(&id, bytes),
-                                        Err(e) => JobResult::error(
-                                            &id,
-                                            codes.infer_fail,
-                                            format!("output not serialisable: {e}"),
-                                        ),
-                                    },
-                                    Ok(Err(e)) => JobResult::error(
-                                        &id,
-                                        e.code.unwrap_or(codes.infer_fail),
-                                        e.message,
-                                    ),
-                                    Err(join) => {
-                                        tracing::error!(error = %join, "model panicked");
-                                        JobResult::error(
-                                            &id,
-                                            codes.infer_fail,
-                                            "the model panicked",
-                                        )
-                                    }
-                                }
+                                let out = ran.unwrap_or_else(|join| {
+                                    tracing::error!(error = %join, "model panicked");
+                                    Err(ModelError::new("the model panicked"))
+                                });
+                                model_answer(&id, out, codes.infer_fail)
                             }
                         },
                     }
                 };
-                metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
-                metrics::DISPATCHER_JOBS_DONE.inc();
-                let _ = done.send(result);
+                answer(&done, result);
             }
             .instrument(span),
         );
     }
+}
+
+/// A job's answer from its model's output: the output as JSON, or the model's
+/// error with its code (InferFail when it gave none).
+pub(super) fn model_answer(
+    request_id: &str,
+    out: Result<Params, ModelError>,
+    infer_fail: i32,
+) -> JobResult {
+    match out {
+        Ok(params) => match serde_json::to_vec(&params) {
+            Ok(bytes) => JobResult::output(request_id, bytes),
+            Err(e) => JobResult::error(
+                request_id,
+                infer_fail,
+                format!("output not serialisable: {e}"),
+            ),
+        },
+        Err(e) => JobResult::error(request_id, e.code.unwrap_or(infer_fail), e.message),
+    }
+}
+
+/// Sends a job's answer to its session and counts the job done.
+pub(super) fn answer(done: &mpsc::UnboundedSender<JobResult>, result: JobResult) {
+    metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
+    metrics::DISPATCHER_JOBS_DONE.inc();
+    let _ = done.send(result);
 }

@@ -168,12 +168,12 @@ async fn embeddings(
     }
     let mut params = Params::new();
     params.insert("texts".into(), Value::Array(texts));
-    let out = match state.gateway.run_model(&id.0, api_path, params).await {
+    let mut out = match state.gateway.run_model(&id.0, api_path, params).await {
         Ok(out) => out,
         Err(f) => return failure_response(f),
     };
-    let vectors = match out.get("embeddings") {
-        Some(Value::Array(v)) => v.clone(),
+    let vectors = match out.remove("embeddings") {
+        Some(Value::Array(v)) => v,
         _ => {
             return failure_response(
                 state

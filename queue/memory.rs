@@ -40,6 +40,14 @@ impl Lanes {
         self.high.pop_front().or_else(|| self.normal.pop_front())
     }
 
+    fn push_back(&mut self, job: Job) {
+        if job.priority > 0 {
+            self.high.push_back(job)
+        } else {
+            self.normal.push_back(job)
+        }
+    }
+
     fn push_front(&mut self, job: Job) {
         if job.priority > 0 {
             self.high.push_front(job)
@@ -138,11 +146,7 @@ impl QueueBackend for MemoryBackend {
                     limit: self.opts.max_queue_length,
                 });
             }
-            if job.priority > 0 {
-                lanes.high.push_back(job);
-            } else {
-                lanes.normal.push_back(job);
-            }
+            lanes.push_back(job);
         }
         q.wake.notify_waiters();
         Ok(())
@@ -295,11 +299,7 @@ impl QueueBackend for MemoryBackend {
                 let mut job = d.job;
                 job.deliveries = 0;
                 job.deadline_unix_ms = 0;
-                if job.priority > 0 {
-                    lanes.high.push_back(job);
-                } else {
-                    lanes.normal.push_back(job);
-                }
+                lanes.push_back(job);
             }
             n
         };

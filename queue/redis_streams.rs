@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::{BackendError, BackendOptions, DeadLetter, Lease, QueueBackend, QueueDepth};
 use super::redis_pool::{unavailable, HotConnection, RedisConnections};
 use super::waiters::ResultWaiters;
+use crate::backoff::Backoff;
 use crate::metrics;
 use crate::proto::{unix_ms_now, Job, JobResult};
 
@@ -239,7 +240,7 @@ impl RedisBackend {
     /// Waits until Redis answers a PING, logging while it does not; false
     /// when `stop` came first.
     pub async fn wait_until_reachable(&self, stop: &CancellationToken) -> bool {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut logged = false;
         loop {
             let ping = async {
@@ -261,11 +262,9 @@ impl RedisBackend {
                     }
                 }
             }
-            tokio::select! {
-                _ = stop.cancelled() => return false,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(stop).await {
+                return false;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -679,7 +678,7 @@ impl RedisBackend {
     /// Receives results for callers waiting in this instance.
     async fn subscribe_results(self: Arc<Self>, stop: CancellationToken) {
         let channel = self.done_channel(&self.opts.backend.instance_id);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut was_down = false;
         loop {
             if !self.wait_until_reachable(&stop).await {
@@ -694,15 +693,13 @@ impl RedisBackend {
                 Ok(ps) => ps,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot subscribe to results; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&stop).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             if was_down {
                 tracing::info!("result subscription back");
             }
@@ -764,7 +761,8 @@ impl QueueBackend for RedisBackend {
 
     async fn enqueue(&self, job: Job) -> Result<(), BackendError> {
         let mut c = self.conn().await?;
-        let lane = if job.priority > 0 { 1 } else { 2 };
+        // Lua's KEYS are 1-based.
+        let lane = lane_of(&job) + 1;
         let id: Option<String> = self
             .enqueue_script
             .key(self.lane_key(&job.queue, 0))
@@ -1020,7 +1018,7 @@ impl QueueBackend for RedisBackend {
                 let mut job = d.job.clone();
                 job.deliveries = 0;
                 job.deadline_unix_ms = 0;
-                let lane = if job.priority > 0 { 0 } else { 1 };
+                let lane = lane_of(&job);
                 p.cmd("XADD")
                     .arg(self.lane_key(queue, lane))
                     .arg("*")
@@ -1038,6 +1036,15 @@ impl QueueBackend for RedisBackend {
             p.query_async::<()>(&mut c).await.map_err(unavailable)?;
         }
         Ok(chosen.len())
+    }
+}
+
+/// The lane a job goes to: `hi` (0) for priority > 0, else `lo` (1).
+fn lane_of(job: &Job) -> usize {
+    if job.priority > 0 {
+        0
+    } else {
+        1
     }
 }
 

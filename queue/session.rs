@@ -27,6 +27,7 @@ use tracing::Instrument;
 use super::backend::Lease;
 use super::credit::CreditWindow;
 use super::service::{QueueService, SessionInfo};
+use crate::backoff::Backoff;
 use crate::metrics;
 use crate::proto::{
     dispatcher_message, queue_message, unix_ms_now, DispatcherMessage, Hello, JobResult,
@@ -204,9 +205,10 @@ async fn take_results(
             tokio::spawn(
                 async move {
                     let give_up = tokio::time::Instant::now() + RESULT_RETRY_FOR;
-                    let mut backoff = Duration::from_millis(100);
+                    let mut backoff =
+                        Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
                     loop {
-                        tokio::time::sleep(backoff).await;
+                        tokio::time::sleep(backoff.next_delay()).await;
                         match service.backend.complete_batch(&done).await {
                             Ok(()) => {
                                 metrics::QUEUE_COMPLETED.add(n as u64);
@@ -217,7 +219,7 @@ async fn take_results(
                                 tracing::error!(results = n, error = %e, "gave up storing results; their jobs will be reclaimed and run again");
                                 break;
                             }
-                            Err(_) => backoff = (backoff * 2).min(Duration::from_secs(2)),
+                            Err(_) => {}
                         }
                     }
                     window.give_back(n);
@@ -241,7 +243,7 @@ async fn lease_loop(
     out: Outbound,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let n = tokio::select! {
             _ = stop.cancelled() => return,
@@ -254,17 +256,15 @@ async fn lease_loop(
         };
         let leases = match leased {
             Ok(v) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 v
             }
             Err(e) => {
                 window.give_back(n);
                 tracing::warn!(error = %e, "lease failed; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };

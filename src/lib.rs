@@ -10,6 +10,7 @@
 //! `gateway/`, `queue/`, `dispatcher/`, `model-zoo/`; `proto/` holds the
 //! contract between them. See ARCHITECTURE.md.
 
+pub mod backoff;
 pub mod codes;
 pub mod config;
 pub mod metrics;
