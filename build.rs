@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     let protos = [
+        PathBuf::from("proto/inferq/v1/async.proto"),
         PathBuf::from("proto/inferq/v1/queue.proto"),
         PathBuf::from("proto/inferq/v1/predict.proto"),
     ];

@@ -41,6 +41,8 @@ pub struct NodeOptions {
     pub drain_timeout: Duration,
     pub unknown_api_code: i32,
     pub infer_fail_code: i32,
+    /// For asynchronous items whose payload the model's check refuses.
+    pub api_entry_fail_code: i32,
     pub expired_code: i32,
 }
 
@@ -217,9 +219,37 @@ impl DispatcherNode {
         Ok(end)
     }
 
+    /// An asynchronous item's payload as the model's checked parameters
+    /// (`Job.from_payload`); the error answer when they do not pass.
+    fn params_from_payload(&self, mut job: Job) -> Result<Job, JobResult> {
+        let id = job.request_id.clone();
+        let Some(model) = self.models.get(&job.api_path) else {
+            return Ok(job);
+        };
+        let checked = crate::queue::async_service::payload_params(&job.params_json)
+            .map_err(crate::model_zoo::ModelError::new)
+            .and_then(|p| model.check(p));
+        let params = checked.map_err(|e| {
+            JobResult::error(&id, e.code.unwrap_or(self.opts.api_entry_fail_code), e.message)
+        })?;
+        job.params_json = serde_json::to_vec(&params).map_err(|e| {
+            JobResult::error(&id, self.codes.infer_fail, format!("parameters: {e}"))
+        })?;
+        job.from_payload = false;
+        Ok(job)
+    }
+
     /// Runs one job off the reactor; its result goes to `done`.
     fn start(&self, job: Job, done: mpsc::UnboundedSender<JobResult>) {
         metrics::DISPATCHER_JOBS_IN_HAND.add(1);
+        let job = if job.from_payload {
+            match self.params_from_payload(job) {
+                Ok(job) => job,
+                Err(refused) => return answer(&done, refused),
+            }
+        } else {
+            job
+        };
         if let Some(batcher) = self.batchers.get(&job.api_path) {
             batcher.submit(job, done);
             return;

@@ -66,6 +66,16 @@ impl Gateway {
         self.message_timeout
     }
 
+    /// Runs the parameter check of the model at `api_path`; None when no
+    /// model serves it.
+    pub fn check_params(
+        &self,
+        api_path: &str,
+        params: Params,
+    ) -> Option<Result<Params, crate::model_zoo::ModelError>> {
+        self.models.get(api_path).map(|m| m.check(params))
+    }
+
     /// The API paths served.
     pub fn paths(&self) -> Vec<String> {
         self.models.paths()
@@ -164,6 +174,7 @@ impl Gateway {
             deliveries: 0,
             priority: 0,
             reply_to: String::new(),
+            from_payload: false,
         };
         let result = self.link.call(job).await.map_err(|e| {
             let kind = match &e {

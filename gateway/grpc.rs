@@ -169,15 +169,22 @@ fn json_to_value(v: Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-/// Serves the public gRPC API on `listener` until `shutdown` resolves.
+/// Serves the public gRPC API on `listener` until `shutdown` resolves; with
+/// `eas`, also the asynchronous services (`inferq.v1.AsyncQueue`).
 pub async fn serve(
     gateway: Arc<Gateway>,
+    eas: Option<super::eas::EasApi>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(PredictServer::new(PredictGrpc::new(gateway)))
+        .add_optional_service(eas.map(|api| {
+            crate::proto::async_queue_server::AsyncQueueServer::new(
+                super::async_grpc::AsyncQueueGrpc::new(api),
+            )
+        }))
         .serve_with_incoming_shutdown(crate::serve::nodelay_incoming(listener), shutdown)
         .await
 }

@@ -54,6 +54,7 @@ pub fn router(
     gateway: Arc<Gateway>,
     limits: HttpLimits,
     openai: Option<super::openai::OpenAiApi>,
+    eas: Option<super::eas::EasApi>,
 ) -> Router {
     let state = AppState {
         gateway: Arc::clone(&gateway),
@@ -76,7 +77,7 @@ pub fn router(
             limits.max_body_bytes,
         ));
     }
-    app.layer(
+    let app = app.layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn(assign_request_id))
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -97,7 +98,24 @@ pub fn router(
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                     limits.max_concurrent_requests,
                 )),
-        )
+        );
+    match eas {
+        // The asynchronous API bounds its own waits (a get waits at most a
+        // minute, a watch lasts as long as its client), so it has no timeout.
+        Some(api) => app.merge(super::eas::router(api).layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(assign_request_id))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .map(|r| r.0.clone())
+                        .unwrap_or_else(|| Arc::from(""));
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                })),
+        )),
+        None => app,
+    }
 }
 
 async fn assign_request_id(mut req: Request, next: Next) -> Response {

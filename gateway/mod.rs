@@ -8,10 +8,16 @@
 //! - [`http`]: the axum router (REST, `/metrics`, `/healthz`) and its tower layers.
 //! - [`grpc`]: the public `inferq.v1.Predict` gRPC service.
 //! - [`openai`]: `POST /v1/embeddings` in OpenAI's shape.
-//! - [`queue_link`]: how the gateway reaches the queue service (gRPC, or in process).
+//! - [`eas`]: the asynchronous API, wire-compatible with the PAI-EAS queue
+//!   service (HTTP and WebSocket); [`async_grpc`]: the same for gRPC clients.
+//! - [`queue_link`]: how the gateway reaches the queue service (gRPC, or in
+//!   process); [`async_link`]: the same for the asynchronous queues.
 
+pub mod async_grpc;
+pub mod async_link;
 pub mod auth;
 pub mod core;
+pub mod eas;
 pub mod envelope;
 pub mod grpc;
 pub mod http;

@@ -75,6 +75,14 @@ impl RemoteQueueLink {
         })
     }
 
+    /// The instances' clients in the order to try them for one call.
+    pub(crate) fn clients_in_order(&self) -> Vec<QueueServiceClient<Channel>> {
+        self.order()
+            .into_iter()
+            .map(|i| self.instances[i].client.clone())
+            .collect()
+    }
+
     /// The order to try instances in for one call: round-robin start, those
     /// that failed recently last.
     fn order(&self) -> Vec<usize> {

@@ -12,6 +12,7 @@
 
 pub mod echo;
 pub mod embedding;
+pub mod logistic;
 mod model;
 pub mod onnx_model;
 pub mod onnx_runtime;
@@ -33,7 +34,7 @@ pub fn default_models(settings: &Settings) -> Result<Vec<Box<dyn Model>>, ModelE
 }
 
 /// The kinds of model that settings can declare under `Models`.
-const KINDS: &str = "embedding, onnx";
+const KINDS: &str = "embedding, onnx, lr";
 
 fn kind_of(name: &str, spec: &serde_yaml::Value) -> Result<String, ModelError> {
     match spec.get("Kind").and_then(serde_yaml::Value::as_str) {
@@ -58,6 +59,10 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Box<dyn Model>>, ModelEr
     for (name, spec) in &settings.models {
         match kind_of(name, spec)?.as_str() {
             "embedding" => models.push(Box::new(embedding::Embedding::new(
+                name,
+                parse(name, spec)?,
+            )?)),
+            "lr" => models.push(Box::new(logistic::Logistic::new(
                 name,
                 parse(name, spec)?,
             )?)),

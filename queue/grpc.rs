@@ -12,8 +12,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::service::QueueService;
 use crate::proto::queue_service_server::{self, QueueServiceServer};
+use super::async_api::{self, ItemStream};
+use super::async_service::AsyncQueues;
 use crate::proto::{
-    CallReply, CallRequest, DispatcherMessage, QueueMessage, StatsReply, StatsRequest,
+    AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply, AsyncCommitRequest,
+    AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest, AsyncSearchReply,
+    AsyncSearchRequest, AsyncWatchRequest, CallReply, CallRequest, DispatcherMessage,
+    QueueMessage, StatsReply, StatsRequest,
 };
 
 pub struct QueueGrpc {
@@ -23,6 +28,12 @@ pub struct QueueGrpc {
 impl QueueGrpc {
     pub fn new(service: Arc<QueueService>) -> Self {
         QueueGrpc { service }
+    }
+
+    fn async_queues(&self) -> Result<&Arc<AsyncQueues>, Status> {
+        self.service
+            .async_queues()
+            .ok_or_else(|| Status::not_found("no asynchronous services are declared"))
     }
 }
 
@@ -60,6 +71,64 @@ impl queue_service_server::QueueService for QueueGrpc {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(StatsReply { queues }))
+    }
+
+    async fn async_put(
+        &self,
+        request: Request<AsyncPutRequest>,
+    ) -> Result<Response<AsyncPutReply>, Status> {
+        let aq = self.async_queues()?;
+        Ok(Response::new(async_api::put(aq, request.into_inner()).await?))
+    }
+
+    async fn async_get(
+        &self,
+        request: Request<AsyncGetRequest>,
+    ) -> Result<Response<AsyncGetReply>, Status> {
+        let aq = self.async_queues()?;
+        Ok(Response::new(async_api::get(aq, request.into_inner()).await?))
+    }
+
+    async fn async_commit(
+        &self,
+        request: Request<AsyncCommitRequest>,
+    ) -> Result<Response<AsyncCommitReply>, Status> {
+        let aq = self.async_queues()?;
+        Ok(Response::new(
+            async_api::commit(aq, request.into_inner()).await?,
+        ))
+    }
+
+    async fn async_attributes(
+        &self,
+        request: Request<AsyncAttributesRequest>,
+    ) -> Result<Response<AsyncAttributesReply>, Status> {
+        let aq = self.async_queues()?;
+        Ok(Response::new(
+            async_api::attributes(aq, request.into_inner()).await?,
+        ))
+    }
+
+    async fn async_search(
+        &self,
+        request: Request<AsyncSearchRequest>,
+    ) -> Result<Response<AsyncSearchReply>, Status> {
+        let aq = self.async_queues()?;
+        Ok(Response::new(
+            async_api::search(aq, request.into_inner()).await?,
+        ))
+    }
+
+    type AsyncWatchStream = ItemStream;
+
+    async fn async_watch(
+        &self,
+        request: Request<AsyncWatchRequest>,
+    ) -> Result<Response<Self::AsyncWatchStream>, Status> {
+        let aq = self.async_queues()?;
+        Ok(Response::new(
+            async_api::watch(aq, request.into_inner()).await?,
+        ))
     }
 }
 

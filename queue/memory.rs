@@ -324,6 +324,7 @@ mod tests {
             deliveries: 0,
             priority,
             reply_to: "local".into(),
+            from_payload: false,
         }
     }
 

@@ -10,8 +10,18 @@
 //! - [`session`]: one dispatcher's `Dispatch` stream: credits, leasing, results.
 //! - [`service`]: [`QueueService`], the logic behind the gRPC API, also used in
 //!   process by `standalone`.
+//! - [`async_store`]: the contract of asynchronous (PAI-EAS) queues, input and
+//!   sink, with [`async_memory`] and [`async_redis`] behind it;
+//!   [`async_service`]: those queues' service (put, get, watch, and handing
+//!   input items to dispatchers as jobs); [`async_api`]: the same in the
+//!   contract's (protobuf) terms.
 //! - [`grpc`]: the tonic server for `inferq.v1.QueueService`.
 
+pub mod async_api;
+pub mod async_memory;
+pub mod async_redis;
+pub mod async_service;
+pub mod async_store;
 pub mod backend;
 pub mod credit;
 pub mod grpc;

@@ -89,7 +89,7 @@ impl RedisOptions {
         }
     }
 
-    fn connection_info(&self) -> Result<redis::ConnectionInfo, BackendError> {
+    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, BackendError> {
         let url = if self.server.contains("://") {
             self.server.clone()
         } else {

@@ -15,8 +15,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::async_service::{AsyncQueues, ASYNC_QUEUE_PREFIX};
 use super::backend::{BackendError, QueueBackend};
-use super::session;
+use super::session::{self, BackendQueue, JobSource};
 use super::waiters::ResultWaiters;
 use crate::metrics;
 use crate::proto::{unix_ms_now, DispatcherMessage, Job, JobResult, QueueMessage, QueueStats};
@@ -113,6 +114,8 @@ pub struct SessionInfo {
 
 pub struct QueueService {
     pub(crate) backend: Arc<dyn QueueBackend>,
+    /// The asynchronous services (EAS queues), when any are declared.
+    pub(crate) async_queues: Option<Arc<AsyncQueues>>,
     pub(crate) waiters: Arc<ResultWaiters>,
     pub(crate) opts: ServiceOptions,
     sessions: Mutex<HashMap<String, SessionInfo>>,
@@ -126,6 +129,7 @@ impl QueueService {
     ) -> Arc<Self> {
         Arc::new(QueueService {
             backend,
+            async_queues: None,
             waiters,
             opts,
             sessions: Mutex::new(HashMap::new()),
@@ -134,6 +138,44 @@ impl QueueService {
 
     pub fn backend(&self) -> &Arc<dyn QueueBackend> {
         &self.backend
+    }
+
+    /// The same service, also serving asynchronous queues.
+    pub fn with_async(
+        backend: Arc<dyn QueueBackend>,
+        waiters: Arc<ResultWaiters>,
+        opts: ServiceOptions,
+        async_queues: Arc<AsyncQueues>,
+    ) -> Arc<Self> {
+        Arc::new(QueueService {
+            backend,
+            async_queues: Some(async_queues),
+            waiters,
+            opts,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn async_queues(&self) -> Option<&Arc<AsyncQueues>> {
+        self.async_queues.as_ref()
+    }
+
+    /// Where a Dispatch session for `queue` takes its jobs from.
+    pub(crate) fn source_for(&self, queue: &str) -> Result<Arc<dyn JobSource>, String> {
+        if queue.starts_with(ASYNC_QUEUE_PREFIX) {
+            let Some(aq) = &self.async_queues else {
+                return Err(format!("{queue}: this queue service has no asynchronous services"));
+            };
+            return match aq.input_source(queue) {
+                Some(Ok(s)) => Ok(Arc::new(s)),
+                Some(Err(e)) => Err(e),
+                None => Err(format!("{queue}: not an asynchronous queue")),
+            };
+        }
+        Ok(Arc::new(BackendQueue {
+            backend: Arc::clone(&self.backend),
+            queue: queue.to_string(),
+        }))
     }
 
     /// Stores `job` and waits for its result until `job.deadline_unix_ms`.

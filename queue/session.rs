@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::Instrument;
 
-use super::backend::Lease;
+use async_trait::async_trait;
+
+use super::backend::{BackendError, Lease, QueueBackend};
 use super::credit::CreditWindow;
 use super::service::{QueueService, SessionInfo};
 use crate::backoff::Backoff;
@@ -35,6 +37,48 @@ use crate::proto::{
 };
 
 type Outbound = mpsc::Sender<Result<QueueMessage, Status>>;
+
+/// Where a session's jobs come from: a job queue of the backend, or an
+/// asynchronous service's input queue ([`super::async_service::AsyncInput`]).
+#[async_trait]
+pub trait JobSource: Send + Sync + 'static {
+    /// The queue's name, as in Hello.
+    fn name(&self) -> &str;
+    /// Up to `max` jobs for `consumer`, waiting up to `wait` for the first.
+    async fn lease(&self, consumer: &str, max: usize, wait: Duration)
+        -> Result<Vec<Lease>, BackendError>;
+    /// Stores results; all or nothing.
+    async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), BackendError>;
+    /// Returns the consumer's jobs to the queue; how many.
+    async fn release(&self, consumer: &str) -> Result<usize, BackendError>;
+}
+
+/// A job queue of the backend.
+pub struct BackendQueue {
+    pub backend: Arc<dyn QueueBackend>,
+    pub queue: String,
+}
+
+#[async_trait]
+impl JobSource for BackendQueue {
+    fn name(&self) -> &str {
+        &self.queue
+    }
+    async fn lease(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Lease>, BackendError> {
+        self.backend.lease(&self.queue, consumer, max, wait).await
+    }
+    async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), BackendError> {
+        self.backend.complete_batch(done).await
+    }
+    async fn release(&self, consumer: &str) -> Result<usize, BackendError> {
+        self.backend.release(&self.queue, consumer).await
+    }
+}
 type InHand = Arc<Mutex<HashMap<String, Lease>>>;
 
 pub(crate) async fn run(
@@ -59,6 +103,13 @@ pub(crate) async fn run(
         let _ = out.send(Err(Status::invalid_argument(why))).await;
         return;
     }
+    let source: Arc<dyn JobSource> = match service.source_for(&hello.queue) {
+        Ok(s) => s,
+        Err(why) => {
+            let _ = out.send(Err(Status::invalid_argument(why))).await;
+            return;
+        }
+    };
     let session_id = format!("{}#{}", hello.node_id, uuid::Uuid::now_v7().simple());
     let span = tracing::info_span!("dispatch", node = %hello.node_id, queue = %hello.queue, session = %session_id);
     async move {
@@ -87,7 +138,7 @@ pub(crate) async fn run(
         let leaser = tokio::spawn(
             lease_loop(
                 Arc::clone(&service),
-                hello.queue.clone(),
+                Arc::clone(&source),
                 session_id.clone(),
                 Arc::clone(&window),
                 Arc::clone(&in_hand),
@@ -129,7 +180,7 @@ pub(crate) async fn run(
                 }
             };
             if !results.is_empty() {
-                take_results(&service, &in_hand, &window, std::mem::take(&mut results)).await;
+                take_results(&source, &in_hand, &window, std::mem::take(&mut results)).await;
             }
             if let Some(why) = ended {
                 break why;
@@ -139,7 +190,7 @@ pub(crate) async fn run(
         let _ = leaser.await;
         let held = in_hand.lock().len();
         in_hand.lock().clear();
-        match service.backend.release(&hello.queue, &session_id).await {
+        match source.release(&session_id).await {
             Ok(0) => tracing::info!(%ended_by, "dispatcher disconnected"),
             Ok(n) => {
                 metrics::QUEUE_RELEASED.add(n as u64);
@@ -172,7 +223,7 @@ fn check_hello(h: &Hello) -> Result<(), String> {
 /// gets no new job it could not answer either. Given up, the jobs are
 /// reclaimed and run again, still with one answer to each caller.
 async fn take_results(
-    service: &Arc<QueueService>,
+    source: &Arc<dyn JobSource>,
     in_hand: &InHand,
     window: &Arc<CreditWindow>,
     results: Vec<JobResult>,
@@ -193,14 +244,14 @@ async fn take_results(
         return;
     }
     let n = done.len();
-    match service.backend.complete_batch(&done).await {
+    match source.complete_batch(&done).await {
         Ok(()) => {
             metrics::QUEUE_COMPLETED.add(n as u64);
             window.give_back(n);
         }
         Err(e) => {
             tracing::warn!(results = n, error = %e, "could not store results; retrying");
-            let service = Arc::clone(service);
+            let source = Arc::clone(source);
             let window = Arc::clone(window);
             tokio::spawn(
                 async move {
@@ -209,7 +260,7 @@ async fn take_results(
                         Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
                     loop {
                         tokio::time::sleep(backoff.next_delay()).await;
-                        match service.backend.complete_batch(&done).await {
+                        match source.complete_batch(&done).await {
                             Ok(()) => {
                                 metrics::QUEUE_COMPLETED.add(n as u64);
                                 tracing::info!(results = n, "results stored after retrying");
@@ -236,7 +287,7 @@ const RESULT_RETRY_FOR: Duration = Duration::from_secs(60);
 
 async fn lease_loop(
     service: Arc<QueueService>,
-    queue: String,
+    source: Arc<dyn JobSource>,
     session_id: String,
     window: Arc<CreditWindow>,
     in_hand: InHand,
@@ -252,7 +303,7 @@ async fn lease_loop(
         let leased = tokio::select! {
             biased;
             _ = stop.cancelled() => { window.give_back(n); return }
-            r = service.backend.lease(&queue, &session_id, n, service.opts.lease_wait) => r,
+            r = source.lease(&session_id, n, service.opts.lease_wait) => r,
         };
         let leases = match leased {
             Ok(v) => {
@@ -278,7 +329,7 @@ async fn lease_loop(
                     service.opts.expired_code,
                     "expired in the queue: the caller's deadline passed",
                 );
-                if service.backend.complete(&lease, r).await.is_ok() {
+                if source.complete_batch(&[(lease, r)]).await.is_ok() {
                     metrics::QUEUE_EXPIRED.inc();
                 }
                 window.give_back(1);

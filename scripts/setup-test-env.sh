@@ -47,6 +47,19 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     --cache-dir "$cache/pip" --require-hashes --no-deps -r "$ref_req"
   echo "$want" > "$stamp"
 fi
+# The PAI-EAS SDK in a venv of its own (it needs protobuf<=3.20.3).
+eas_venv="$cache/venv-eas"
+eas_req="tests/python/eas-requirements.txt"
+eas_stamp="$eas_venv/.requirements.sha256"
+eas_want=$(sha256sum "$eas_req" | cut -d' ' -f1)
+if [ ! -x "$eas_venv/bin/python" ] || [ "$(cat "$eas_stamp" 2>/dev/null)" != "$eas_want" ]; then
+  echo "setup: creating the eas-prediction venv in $eas_venv"
+  rm -rf "$eas_venv"
+  python3 -m venv "$eas_venv"
+  "$eas_venv/bin/pip" install --quiet --disable-pip-version-check \
+    --cache-dir "$cache/pip" --require-hashes --no-deps -r "$eas_req"
+  echo "$eas_want" > "$eas_stamp"
+fi
 # The ONNX Runtime library and the default embedding model (sha256-checked).
 scripts/fetch-models.sh >/dev/null
 echo "setup: test environment ready"

@@ -24,6 +24,12 @@ use crate::queue::{
     BackendOptions, MemoryBackend, QueueBackend, QueueService, RedisBackend, RedisOptions,
     ResultWaiters,
 };
+use crate::gateway::async_link::{AsyncLink, LocalAsyncLink};
+use crate::gateway::eas::EasApi;
+use crate::queue::async_memory::MemoryAsyncStore;
+use crate::queue::async_redis::RedisAsyncStore;
+use crate::queue::async_service::{AsyncQueues, ResultCodes};
+use crate::queue::async_store::AsyncStore;
 use crate::serve;
 
 #[derive(Debug, Parser)]
@@ -272,15 +278,66 @@ fn queue_service(
                 .map_err(|e| anyhow::anyhow!("Server.RedisServer: {e}"))?
         }
     };
-    Ok(QueueService::new(
-        backend,
-        waiters,
-        ServiceOptions {
-            instance_id,
-            expired_code: codes.code(ErrorKind::QueueTimeout),
-            ..ServiceOptions::default()
+    let opts = ServiceOptions {
+        instance_id: instance_id.clone(),
+        expired_code: codes.code(ErrorKind::QueueTimeout),
+        ..ServiceOptions::default()
+    };
+    if settings.async_services.is_empty() {
+        return Ok(QueueService::new(backend, waiters, opts));
+    }
+    let store: Arc<dyn AsyncStore> = match store {
+        Store::Memory => Arc::new(MemoryAsyncStore::new()),
+        Store::Redis => RedisAsyncStore::start(&redis_options(settings, &instance_id), stop.clone())
+            .map_err(|e| anyhow::anyhow!("Server.RedisServer: {e}"))?,
+    };
+    let async_queues = AsyncQueues::new(
+        store,
+        settings,
+        ResultCodes {
+            dead_letter: codes.code(ErrorKind::InferFail),
+            max_deliveries: settings.server.max_deliveries,
         },
-    ))
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(services = ?settings.async_services.keys().collect::<Vec<_>>(), "asynchronous services");
+    Ok(QueueService::with_async(backend, waiters, opts, async_queues))
+}
+
+/// The dispatcher nodes for the asynchronous services whose model is in
+/// `models`: one Dispatch stream each, with the service's worker_threads as
+/// its credits.
+fn async_nodes(
+    settings: &Settings,
+    models: &Arc<ModelSet>,
+    node_id: &str,
+    link: impl Fn() -> Arc<dyn crate::dispatcher::link::DispatchLink>,
+) -> Vec<Arc<DispatcherNode>> {
+    let mut nodes = Vec::new();
+    for (name, svc) in &settings.async_services {
+        if models.get(&svc.model).is_none() {
+            tracing::warn!(service = %name, model = %svc.model, "this dispatcher has no model for the asynchronous service; not serving it");
+            continue;
+        }
+        let mut opts = node_options(settings, 0, format!("{node_id}-{name}"), svc.rpc.worker_threads);
+        opts.queue = format!("{}{name}", crate::queue::async_service::ASYNC_QUEUE_PREFIX);
+        nodes.push(Arc::new(DispatcherNode::new(Arc::clone(models), opts, link())));
+    }
+    nodes
+}
+
+/// The asynchronous API of a gateway, when services are declared.
+fn eas_api(
+    settings: &Settings,
+    gateway: &Arc<Gateway>,
+    link: Option<Arc<dyn AsyncLink>>,
+) -> anyhow::Result<Option<EasApi>> {
+    match link {
+        Some(link) if !settings.async_services.is_empty() => Ok(Some(
+            EasApi::new(settings, Arc::clone(gateway), link).map_err(anyhow::Error::msg)?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 fn node_options(
@@ -301,6 +358,7 @@ fn node_options(
         drain_timeout: settings.server.drain_timeout(),
         unknown_api_code: codes.code(ErrorKind::UnknownApi),
         infer_fail_code: codes.code(ErrorKind::InferFail),
+        api_entry_fail_code: codes.code(ErrorKind::ApiEntryFail),
         expired_code: codes.code(ErrorKind::QueueTimeout),
     }
 }
@@ -317,6 +375,7 @@ fn http_limits(settings: &Settings) -> HttpLimits {
 /// the requests in flight are answered.
 async fn serve_gateway(
     gateway: Arc<Gateway>,
+    eas: Option<EasApi>,
     settings: &Settings,
     port: Option<u16>,
     grpc_port: Option<u16>,
@@ -333,7 +392,12 @@ async fn serve_gateway(
             api_keys: settings.openai.api_keys.clone(),
             models: crate::model_zoo::embedding_models(settings),
         });
-    let app = crate::gateway::http::router(Arc::clone(&gateway), http_limits(settings), openai);
+    let app = crate::gateway::http::router(
+        Arc::clone(&gateway),
+        http_limits(settings),
+        openai,
+        eas.clone(),
+    );
     let s = stop.clone();
     let http = tokio::spawn(async move {
         use axum::serve::ListenerExt;
@@ -351,7 +415,8 @@ async fn serve_gateway(
             let s = stop.clone();
             let gw = Arc::clone(&gateway);
             Some(tokio::spawn(async move {
-                crate::gateway::grpc::serve(gw, listener, async move { s.cancelled().await }).await
+                crate::gateway::grpc::serve(gw, eas, listener, async move { s.cancelled().await })
+                    .await
             }))
         }
         None => None,
@@ -374,12 +439,13 @@ async fn run_gateway(
     } else {
         args.queue_endpoints.clone()
     };
-    let link: Arc<dyn QueueLink> =
-        Arc::new(RemoteQueueLink::new(&endpoints).map_err(anyhow::Error::msg)?);
+    let remote = Arc::new(RemoteQueueLink::new(&endpoints).map_err(anyhow::Error::msg)?);
+    let link: Arc<dyn QueueLink> = remote.clone();
     let gateway = Arc::new(Gateway::new(&settings, models, link).map_err(anyhow::Error::msg)?);
+    let eas = eas_api(&settings, &gateway, Some(remote as Arc<dyn AsyncLink>))?;
     tracing::info!(queues = ?endpoints, models = ?gateway.paths(), "gateway starting");
     let stop = serve::shutdown_token();
-    serve_gateway(gateway, &settings, args.port, args.grpc_port, stop).await
+    serve_gateway(gateway, eas, &settings, args.port, args.grpc_port, stop).await
 }
 
 async fn run_queue(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
@@ -447,14 +513,22 @@ async fn run_dispatcher(
         });
     }
     let node_id = args.node_id.unwrap_or_else(serve::default_node_id);
-    let opts = node_options(&settings, queue_no, node_id, max_workers);
+    let opts = node_options(&settings, queue_no, node_id.clone(), max_workers);
     tracing::info!(queue = %opts.queue, max_workers, queue_service = ?endpoints, "dispatcher starting");
     let node = Arc::new(DispatcherNode::new(
-        models,
+        Arc::clone(&models),
         opts,
-        Arc::new(RemoteDispatchLink::new(endpoints)),
+        Arc::new(RemoteDispatchLink::new(endpoints.clone())),
     ));
-    node.run(stop).await;
+    let mut runs = vec![tokio::spawn(node.run(stop.clone()))];
+    for n in async_nodes(&settings, &models, &node_id, || {
+        Arc::new(RemoteDispatchLink::new(endpoints.clone()))
+    }) {
+        runs.push(tokio::spawn(n.run(stop.clone())));
+    }
+    for r in runs {
+        let _ = r.await;
+    }
     Ok(())
 }
 
@@ -475,6 +549,10 @@ async fn run_standalone(
     let link: Arc<dyn QueueLink> = Arc::new(LocalQueueLink(Arc::clone(&service)));
     let gateway =
         Arc::new(Gateway::new(&settings, gateway_models, link).map_err(anyhow::Error::msg)?);
+    let async_link = service
+        .async_queues()
+        .map(|aq| Arc::new(LocalAsyncLink(Arc::clone(aq))) as Arc<dyn AsyncLink>);
+    let eas = eas_api(&settings, &gateway, async_link)?;
     let max_workers = args
         .max_workers
         .unwrap_or(settings.server.max_workers)
@@ -496,9 +574,14 @@ async fn run_standalone(
         ));
         nodes.push(tokio::spawn(node.run(nodes_stop.clone())));
     }
+    for n in async_nodes(&settings, &node_models, &serve::default_node_id(), || {
+        Arc::new(LocalDispatchLink(Arc::clone(&service)))
+    }) {
+        nodes.push(tokio::spawn(n.run(nodes_stop.clone())));
+    }
     tracing::info!(models = ?gateway.paths(), max_workers, "standalone starting");
     // Requests in flight are answered before the dispatchers drain.
-    serve_gateway(gateway, &settings, args.port, args.grpc_port, stop).await?;
+    serve_gateway(gateway, eas, &settings, args.port, args.grpc_port, stop).await?;
     nodes_stop.cancel();
     for n in nodes {
         let _ = n.await;

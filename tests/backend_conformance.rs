@@ -30,6 +30,7 @@ fn job(id: &str, queue: &str, priority: u32, reply_to: &str) -> Job {
         deliveries: 0,
         priority,
         reply_to: reply_to.into(),
+        from_payload: false,
     }
 }
 
