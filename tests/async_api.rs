@@ -1,0 +1,630 @@
+//! The asynchronous API (PAI-EAS queue service protocol) against the real
+//! binaries: the eas-prediction SDK's own test module on both backends, the
+//! EAS documentation's subscription example, backpressure, priority, search,
+//! negative commits, bad input, a dispatcher killed with items in hand, and
+//! the public gRPC API.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+const TOKEN: &str = "test-async-token";
+const SVC: &str = "pmmlasync";
+const HDR_RID: &str = "x-eas-queueservice-request-id";
+
+/// The eas-prediction venv's python (scripts/setup-test-env.sh makes it).
+fn eas_python() -> PathBuf {
+    let p = repo_root().join(".cache/venv-eas/bin/python");
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/test.sh (it sets up the eas-prediction venv)",
+        p.display()
+    );
+    p
+}
+
+const COEF_AGE: f64 = 0.021;
+const COEF_INCOME: f64 = -0.00011;
+const INTERCEPT: f64 = -0.1;
+
+/// Settings with the lr model and one asynchronous service `pmmlasync`
+/// whose model is `model`; `queue` is the service's `queue:` block.
+fn settings(backend: &str, redis: &str, model: &str, queue: &str, workers: u32) -> String {
+    let base = settings_yaml("", &format!("  RedisServer: \"{redis}\"\n  ReclaimIdle: 1\n"))
+        .replace("Backend: memory", &format!("Backend: {backend}"));
+    format!(
+        r#"{base}
+Models:
+  lr:
+    Kind: lr
+    ApiPath: /api/lr
+    Coefficients: {{age: {COEF_AGE}, income: {COEF_INCOME}}}
+    Intercept: {INTERCEPT}
+AsyncServices:
+  {SVC}:
+    model: {model}
+    token: "{TOKEN}"
+    queue:
+{queue}
+    rpc:
+      worker_threads: {workers}
+"#
+    )
+}
+
+const DEFAULT_QUEUE: &str = "      sink: {max_length: 20000}\n      source: {max_length: 20000}";
+
+/// HTTP client of one service's queues.
+struct Eas {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Eas {
+    fn new(gateway_http: &str) -> Eas {
+        Eas {
+            base: format!("http://{gateway_http}/api/predict/{SVC}"),
+            http: client(),
+        }
+    }
+
+    fn url(&self, sink: bool, query: &str) -> String {
+        let q = if sink { "/sink" } else { "" };
+        format!("{}{q}?{query}", self.base)
+    }
+
+    async fn send(&self, method: reqwest::Method, url: &str, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let r = self
+            .http
+            .request(method, url)
+            .header("Authorization", TOKEN)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.bytes().await.expect("body").to_vec())
+    }
+
+    /// Puts; (index, request id).
+    async fn put(&self, sink: bool, body: &str) -> (u64, String) {
+        let (s, h, b) = self
+            .send(reqwest::Method::POST, &self.url(sink, ""), body.as_bytes().to_vec())
+            .await;
+        assert_eq!(s, 200, "put: {}", String::from_utf8_lossy(&b));
+        let index = String::from_utf8_lossy(&b).trim().parse().expect("index");
+        let rid = h[HDR_RID].to_str().expect("request id").to_string();
+        (index, rid)
+    }
+
+    async fn attrs(&self, sink: bool) -> HashMap<String, String> {
+        let (s, _, b) = self
+            .send(reqwest::Method::GET, &self.url(sink, "_attrs_=true"), vec![])
+            .await;
+        assert_eq!(s, 200);
+        serde_json::from_slice(&b).expect("attributes JSON")
+    }
+
+    async fn length(&self, sink: bool) -> u64 {
+        self.attrs(sink).await["stream.length"].parse().expect("length")
+    }
+
+    /// GET as JSON; the status and the items.
+    async fn get_json(&self, sink: bool, query: &str) -> (u16, Vec<Value>) {
+        let r = self
+            .http
+            .get(self.url(sink, query))
+            .header("Authorization", TOKEN)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .expect("get");
+        let s = r.status().as_u16();
+        let b = r.bytes().await.expect("body");
+        (s, serde_json::from_slice(&b).unwrap_or_default())
+    }
+
+    async fn status(&self, method: reqwest::Method, sink: bool, query: &str) -> u16 {
+        self.send(method, &self.url(sink, query), vec![]).await.0
+    }
+
+    /// A WebSocket watch of the sink as consumer `uid`.
+    async fn watch(
+        &self,
+        uid: &str,
+        query: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let url = self.url(true, &format!("_watch_=true&{query}")).replacen("http://", "ws://", 1);
+        let mut req = url.into_client_request().expect("ws request");
+        req.headers_mut().insert("Authorization", TOKEN.parse().unwrap());
+        req.headers_mut()
+            .insert("X-EAS-QueueService-Redis-Uid", uid.parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+    }
+}
+
+/// One DataFrameProto frame: (index, tags, data).
+fn frame(bytes: &[u8]) -> (u64, HashMap<String, String>, Vec<u8>) {
+    use prost::Message as _;
+    let item = inferq::proto::AsyncItem::decode(bytes).expect("DataFrameProto");
+    (item.index, item.tags, item.data)
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Runs the SDK helper with a bounded time; (exit ok, stdout).
+async fn sdk(args: &[&str], limit: Duration) -> (bool, String) {
+    let out = tokio::time::timeout(
+        limit,
+        tokio::process::Command::new(eas_python())
+            .arg(repo_root().join("tests/python/eas_sdk.py"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("SDK run timed out")
+    .expect("run python");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn sdk_suite(gateway_http: &str) {
+    let (ok, text) = sdk(&["suite", gateway_http, SVC, TOKEN], Duration::from_secs(180)).await;
+    println!("{text}");
+    assert!(ok, "the SDK's test module failed:\n{text}");
+    assert!(text.contains("ran 9 failures 0 errors 0"), "{text}");
+}
+
+#[tokio::test]
+async fn sdk_test_module_passes_on_the_memory_backend() {
+    let dir = TestDir::new();
+    let sa = standalone(&dir, &settings("memory", "", "/api/lr", DEFAULT_QUEUE, 5));
+    sdk_suite(sa.addr("gateway-http")).await;
+}
+
+#[tokio::test]
+async fn sdk_test_module_passes_on_the_redis_backend() {
+    let dir = TestDir::new();
+    let redis = RedisServer::start(dir.path());
+    let split = Split::start(&settings("redis", &redis.addr(), "/api/lr", DEFAULT_QUEUE, 5));
+    let _d = split.dispatcher("d1", 8);
+    let gw = split.gateway();
+    sdk_suite(gw.addr("gateway-http")).await;
+}
+
+#[tokio::test]
+async fn subscription_example_from_the_eas_documentation_works() {
+    let dir = TestDir::new();
+    let sa = standalone(&dir, &settings("memory", "", "/api/lr", DEFAULT_QUEUE, 5));
+    let eas = Eas::new(sa.addr("gateway-http"));
+    let mut expected = HashMap::new();
+    for i in 0..10 {
+        let (age, income) = (20.0 + i as f64, 1000.0 * i as f64);
+        let (_, rid) = eas
+            .put(false, &format!(r#"[{{"age": {age}, "income": {income}}}]"#))
+            .await;
+        expected.insert(rid, sigmoid(INTERCEPT + COEF_AGE * age + COEF_INCOME * income));
+    }
+    let (ok, text) = sdk(&["subscribe", sa.addr("gateway-http"), SVC, TOKEN], Duration::from_secs(60)).await;
+    assert!(ok, "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 10, "{text}");
+    for l in &lines {
+        let rid = l["requestId"].as_str().unwrap();
+        let p1 = expected.remove(rid).unwrap_or_else(|| panic!("unexpected or repeated {rid}"));
+        let data: Value = serde_json::from_str(l["data"].as_str().unwrap()).unwrap();
+        let got = data[0]["p_1"].as_f64().unwrap();
+        assert!((got - p1).abs() < 1e-12, "p_1 {got} vs {p1}");
+        assert!((data[0]["p_0"].as_f64().unwrap() - (1.0 - p1)).abs() < 1e-12);
+    }
+    assert!(expected.is_empty());
+    // Every item was committed.
+    assert_eq!(eas.length(true).await, 0);
+}
+
+#[tokio::test]
+async fn http_api_answers_bad_input_with_4xx_and_stores_nothing() {
+    let dir = TestDir::new();
+    let queue = "      sink: {max_payload_size: 1}\n      source: {max_length: 100}";
+    let sa = standalone(&dir, &settings("memory", "", "/api/lr", queue, 5));
+    let eas = Eas::new(sa.addr("gateway-http"));
+    use reqwest::Method;
+    let (_, rid) = eas.put(true, "abc").await;
+    assert_eq!(eas.length(true).await, 1);
+
+    assert_eq!(eas.status(Method::GET, true, "_index_=abc").await, 400);
+    assert_eq!(eas.status(Method::GET, true, "_length_=x").await, 400);
+    assert_eq!(eas.status(Method::GET, true, "_timeout_=soon").await, 400);
+    assert_eq!(eas.status(Method::PUT, true, "_indexes_=1,x").await, 400);
+    assert_eq!(eas.status(Method::DELETE, true, "_trunc_=true").await, 400);
+    // Over max_payload_size (1 KB): 413, and nothing stored.
+    let (s, _, _) = eas
+        .send(Method::POST, &eas.url(true, ""), vec![b'x'; 1025])
+        .await;
+    assert_eq!(s, 413);
+    assert_eq!(eas.length(true).await, 1);
+    // The model's check refuses the input before it is stored.
+    for bad in ["not json", r#"[{"age": "old"}]"#, "[]", r#"{"instances": 3}"#] {
+        let (s, _, b) = eas.send(Method::POST, &eas.url(false, ""), bad.into()).await;
+        assert_eq!(s, 400, "{bad}: {}", String::from_utf8_lossy(&b));
+    }
+    assert_eq!(eas.length(false).await, 0);
+    // Token.
+    let r = client()
+        .get(eas.url(true, "_attrs_=true"))
+        .header("Authorization", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client().get(eas.url(true, "_attrs_=true")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Unknown service.
+    let url = format!("http://{}/api/predict/nosuch/sink?_attrs_=true", sa.addr("gateway-http"));
+    let r = client().get(url).header("Authorization", TOKEN).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // An Accept the API cannot answer with.
+    let r = client()
+        .get(eas.url(true, "_index_=0"))
+        .header("Authorization", TOKEN)
+        .header("Accept", "application/x-flatbuffers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Still there, readable raw and by request id.
+    let r = client()
+        .get(eas.url(true, &format!("requestId={rid}")))
+        .header("Authorization", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"abc");
+}
+
+#[tokio::test]
+async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
+    let dir = TestDir::new();
+    let sa = standalone(&dir, &settings("memory", "", "/api/lr", DEFAULT_QUEUE, 5));
+    let eas = Eas::new(sa.addr("gateway-http"));
+    use reqwest::Method;
+    let mut idx = Vec::new();
+    for d in ["a", "b", "c"] {
+        idx.push(eas.put(true, d).await.0);
+    }
+    let (s, items) = eas.get_json(true, "_index_=-1").await;
+    assert_eq!(s, 200);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["data"], "c");
+    assert_eq!(items[0]["index"], idx[2]);
+    let (_, items) = eas.get_json(true, &format!("_index_={}&_length_=5", idx[1])).await;
+    assert_eq!(items.iter().map(|i| i["data"].clone()).collect::<Vec<_>>(), ["b", "c"]);
+
+    // A blocking get returns as soon as an item arrives.
+    let from = idx[2] + 1;
+    let waiting = {
+        let url = eas.url(true, &format!("_index_={from}&_timeout_=10s&_auto_delete_=true"));
+        tokio::spawn(async move {
+            let r = client()
+                .get(url)
+                .header("Authorization", TOKEN)
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            r.json::<Vec<Value>>().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    eas.put(true, "late").await;
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["data"], "late");
+    assert_eq!(eas.length(true).await, 3, "auto delete removed it");
+
+    // A negative commit removes the item and is kept for search and attributes.
+    let q = format!("_indexes_={}&_negative_=true&_code_=422&_reason_=unreadable", idx[0]);
+    assert_eq!(eas.status(Method::PUT, true, &q).await, 200);
+    let (s, _, b) = eas
+        .send(Method::GET, &eas.url(true, &format!("_search_=true&_index_={}", idx[0])), vec![])
+        .await;
+    assert_eq!(s, 200);
+    let found: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(found["Negative"]["code"], 422);
+    assert_eq!(found["Negative"]["reason"], "unreadable");
+    let attrs = eas.attrs(true).await;
+    assert_eq!(attrs["stream.negativeCount"], "1");
+    assert_eq!(attrs["stream.length"], "2");
+
+    // Watch without auto commit: the window holds; the second watch of the
+    // same consumer is refused; search shows the item pending.
+    let mut ws = eas.watch("consumer-1", "_index_=0&_window_=1").await.expect("watch");
+    let first = match ws.next().await.unwrap().unwrap() {
+        Message::Binary(b) => frame(&b),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.0, idx[1]);
+    let second = eas.watch("consumer-1", "_index_=0&_window_=1").await;
+    match second {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 409),
+        other => panic!("a second watch must be refused with 409, got {:?}", other.map(|_| ())),
+    }
+    let (_, _, b) = eas
+        .send(Method::GET, &eas.url(true, &format!("_search_=true&_index_={}", idx[1])), vec![])
+        .await;
+    let found: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(found["IsPending"], true);
+    // Window 1: nothing more until the commit.
+    assert!(tokio::time::timeout(Duration::from_millis(300), ws.next()).await.is_err());
+    assert_eq!(eas.status(Method::PUT, true, &format!("_indexes_={}", idx[1])).await, 200);
+    let next = match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Binary(b) => frame(&b),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(next.2, b"c");
+    // The watcher goes without committing: the item is sent again on the next watch.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(ws) = eas.watch("consumer-1", "_index_=0&_window_=1").await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ws = again.expect("the consumer can watch again after its watch ended");
+    let resent = match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Binary(b) => frame(&b),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(resent.0, next.0, "uncommitted item sent again");
+}
+
+/// Backpressure: sink max_length 10, no watcher, 50 puts; then a watcher
+/// that commits gets all 50, each once.
+async fn backpressure(gateway_http: &str) {
+    let eas = Eas::new(gateway_http);
+    let mut sent = BTreeSet::new();
+    for i in 0..50 {
+        let (_, rid) = eas.put(false, &format!(r#"[{{"age": {i}}}]"#)).await;
+        sent.insert(rid);
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || async { eas.length(true).await == 10 }).await,
+        "the sink should fill to its max_length"
+    );
+    // Give the dispatcher time to overrun the bound, if it would.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(eas.length(true).await, 10, "no more results than the sink holds");
+    assert_eq!(eas.length(false).await, 40, "the rest wait in the input queue");
+
+    let mut ws = eas.watch("drainer", "_index_=0&_window_=5").await.expect("watch");
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("an item within 20 s")
+            .expect("open")
+            .expect("frame");
+        if let Message::Binary(b) = msg {
+            let (index, tags, _) = frame(&b);
+            got.push(tags["requestId"].clone());
+            let s = eas
+                .status(reqwest::Method::PUT, true, &format!("_indexes_={index}"))
+                .await;
+            assert_eq!(s, 200);
+        }
+    }
+    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(unique.len(), 50, "no result twice");
+    assert_eq!(unique, sent, "every request answered");
+    assert_eq!(eas.length(false).await, 0);
+}
+
+const BOUNDED_SINK: &str = "      sink: {max_length: 10}\n      source: {max_length: 1000}";
+
+#[tokio::test]
+async fn full_sink_pauses_dispatch_on_the_memory_backend() {
+    let dir = TestDir::new();
+    let sa = standalone(&dir, &settings("memory", "", "/api/lr", BOUNDED_SINK, 5));
+    backpressure(sa.addr("gateway-http")).await;
+}
+
+#[tokio::test]
+async fn full_sink_pauses_dispatch_on_the_redis_backend() {
+    let dir = TestDir::new();
+    let redis = RedisServer::start(dir.path());
+    let split = Split::start(&settings("redis", &redis.addr(), "/api/lr", BOUNDED_SINK, 5));
+    let _d = split.dispatcher("d1", 8);
+    let gw = split.gateway();
+    backpressure(gw.addr("gateway-http")).await;
+}
+
+#[tokio::test]
+async fn high_priority_items_go_first() {
+    let dir = TestDir::new();
+    let queue = "      sink: {max_length: 1}\n      source: {max_length: 100}";
+    let sa = standalone(&dir, &settings("memory", "", "/api/lr", queue, 5));
+    let eas = Eas::new(sa.addr("gateway-http"));
+    // A full sink holds the input back.
+    let (blocker, _) = eas.put(true, "blocker").await;
+    let mut normal = Vec::new();
+    for _ in 0..3 {
+        normal.push(eas.put(false, "[{}]").await);
+    }
+    let r = client()
+        .post(eas.url(false, ""))
+        .header("Authorization", TOKEN)
+        .header("X-EAS-QueueService-Priority", "1")
+        .body("[{}]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let high_rid = r.headers()[HDR_RID].to_str().unwrap().to_string();
+    let high_index: u64 = r.text().await.unwrap().trim().parse().unwrap();
+    let search = |i: u64| {
+        let url = eas.url(false, &format!("_search_=true&_index_={i}"));
+        async move {
+            client()
+                .get(url)
+                .header("Authorization", TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(search(high_index).await["WaitCount"], 0);
+    assert_eq!(search(normal[2].0).await["WaitCount"], 3);
+    assert_eq!(search(normal[0].0).await["WaitCount"], 1);
+    // Room for one result: the high-priority item's.
+    assert_eq!(
+        eas.status(reqwest::Method::DELETE, true, &format!("_indexes_={blocker}")).await,
+        200
+    );
+    assert!(wait_until(Duration::from_secs(10), || async { eas.length(true).await == 1 }).await);
+    let (_, items) = eas.get_json(true, "_index_=0").await;
+    assert_eq!(items[0]["tags"]["requestId"], high_rid.as_str());
+}
+
+#[tokio::test]
+async fn items_in_hand_of_a_killed_dispatcher_are_still_answered() {
+    let dir = TestDir::new();
+    let redis = RedisServer::start(dir.path());
+    let split = Split::start(&settings("redis", &redis.addr(), "/api/echo", DEFAULT_QUEUE, 4));
+    let mut d1 = split.dispatcher("d1", 8);
+    let gw = split.gateway();
+    let eas = Eas::new(gw.addr("gateway-http"));
+    let mut sent = BTreeSet::new();
+    for i in 0..40 {
+        let (_, rid) = eas.put(false, &format!(r#"{{"i": {i}, "sleep_ms": 150}}"#)).await;
+        sent.insert(rid);
+    }
+    assert!(wait_until(Duration::from_secs(20), || async { eas.length(true).await >= 4 }).await);
+    d1.kill9();
+    let in_flight = eas.attrs(false).await["stream.pending"].clone();
+    println!("killed the dispatcher with {in_flight} items held");
+    let _d2 = split.dispatcher("d2", 8);
+    assert!(
+        wait_until(Duration::from_secs(60), || async { eas.length(true).await >= 40 }).await,
+        "every item answered after the kill"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, items) = eas.get_json(true, "_index_=0&_length_=100").await;
+    let rids: Vec<String> = items
+        .iter()
+        .map(|i| i["tags"]["requestId"].as_str().unwrap().to_string())
+        .collect();
+    let unique: BTreeSet<String> = rids.iter().cloned().collect();
+    assert_eq!(rids.len(), 40, "one result per request");
+    assert_eq!(unique, sent);
+    for i in &items {
+        let out: Value = serde_json::from_str(i["data"].as_str().unwrap()).unwrap();
+        assert_eq!(out["sleep_ms"], 150, "{out}");
+    }
+}
+
+fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", token.parse().expect("ascii token"));
+    r
+}
+
+#[tokio::test]
+async fn grpc_clients_submit_watch_and_commit() {
+    use inferq::proto::async_queue_client::AsyncQueueClient;
+    use inferq::proto::{
+        async_commit_request::Kind, AsyncCommitRequest, AsyncPutRequest, AsyncQueueRef,
+        AsyncWatchRequest,
+    };
+    let dir = TestDir::new();
+    let sa = standalone(&dir, &settings("memory", "", "/api/lr", DEFAULT_QUEUE, 5));
+    let mut c = AsyncQueueClient::connect(format!("http://{}", sa.addr("gateway-grpc")))
+        .await
+        .expect("connect");
+    let input = Some(AsyncQueueRef { service: SVC.into(), sink: false });
+    let sink = Some(AsyncQueueRef { service: SVC.into(), sink: true });
+    let put = |data: &str| AsyncPutRequest {
+        queue: input.clone(),
+        data: data.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let err = c.submit(with_token(put("[{}]"), "wrong")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = c.submit(with_token(put("[{\"age\": []}]"), TOKEN)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let mut rids = BTreeSet::new();
+    for i in 0..5 {
+        let r = c
+            .submit(with_token(put(&format!(r#"[{{"age": {i}}}]"#)), TOKEN))
+            .await
+            .expect("submit")
+            .into_inner();
+        rids.insert(r.request_id);
+    }
+    let mut stream = c
+        .watch(with_token(
+            AsyncWatchRequest {
+                queue: sink.clone(),
+                consumer: "grpc-consumer".into(),
+                window: 2,
+                ..Default::default()
+            },
+            TOKEN,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut got = BTreeSet::new();
+    while got.len() < 5 {
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("item in time")
+            .expect("open")
+            .expect("item");
+        let out: Value = serde_json::from_slice(&item.data).unwrap();
+        assert_eq!(out[0].as_object().unwrap().len(), 2);
+        got.insert(item.tags["requestId"].clone());
+        c.commit(with_token(
+            AsyncCommitRequest {
+                queue: sink.clone(),
+                indexes: vec![item.index],
+                kind: Kind::Commit as i32,
+                ..Default::default()
+            },
+            TOKEN,
+        ))
+        .await
+        .expect("commit");
+    }
+    assert_eq!(got, rids);
+}
