@@ -497,6 +497,8 @@ impl AsyncInput {
         let mut tags = BTreeMap::new();
         tags.insert(REQUEST_ID_TAG.to_string(), rid.clone());
         let data = match &result.outcome {
+            // The sink is turned off (memory_ratio 0): results are dropped.
+            _ if !self.spec.sink.enabled => None,
             Some(job_result::Outcome::OutputJson(out)) => sink_payload(out),
             Some(job_result::Outcome::Error(e)) => {
                 tags.insert("code".into(), e.code.to_string());

@@ -634,6 +634,46 @@ Customer: {
         assert_eq!(s.api.port, 5000);
     }
 
+    fn async_service(queue: &str) -> Result<Settings, SettingsError> {
+        let text = format!(
+            "AsyncServices:\n  svc:\n    model: /api/lr\n    queue:\n      memory_mb: 100\n{queue}"
+        );
+        Settings::from_yaml(&text, Path::new("s.yaml"))
+    }
+
+    #[test]
+    fn async_queue_limits_derive_from_memory() {
+        let s = async_service("      source: {max_length: 100}\n      sink: {max_payload_size: 64, memory_ratio: 0.25}\n")
+            .expect("valid");
+        let svc = &s.async_services["svc"];
+        let input = svc.limits(false).unwrap();
+        assert_eq!(input.max_length, 100);
+        assert_eq!(input.max_payload_bytes, 75 * 1024 * 1024 / 100);
+        let sink = svc.limits(true).unwrap();
+        assert_eq!(sink.max_payload_bytes, 64 * 1024);
+        assert_eq!(sink.max_length, 25 * 1024 * 1024 / (64 * 1024));
+        assert!(sink.enabled && input.enabled);
+    }
+
+    #[test]
+    fn max_length_and_max_payload_size_together_stop_start_up() {
+        let err = async_service("      sink: {max_length: 10, max_payload_size: 8}\n").expect_err("both");
+        let line = err.to_string();
+        assert!(line.contains("AsyncServices.svc.queue.sink.max_length"), "{line}");
+        assert!(line.contains("cannot both be set"), "{line}");
+    }
+
+    #[test]
+    fn memory_ratio_turns_a_queue_off() {
+        let s = async_service("      sink: {memory_ratio: 0}\n").expect("valid");
+        assert!(!s.async_services["svc"].limits(true).unwrap().enabled);
+        assert!(s.async_services["svc"].limits(false).unwrap().enabled);
+        let s = async_service("      sink: {memory_ratio: 1}\n").expect("valid");
+        assert!(!s.async_services["svc"].limits(false).unwrap().enabled);
+        let err = async_service("      sink: {memory_ratio: 2}\n").expect_err("out of range");
+        assert!(err.to_string().contains("memory_ratio"));
+    }
+
     #[test]
     fn missing_file_is_one_line() {
         let err = Settings::load(Path::new("/nonexistent/settings.yaml")).expect_err("missing");
