@@ -26,6 +26,7 @@ use sm2::dsa::SigningKey;
 
 use crate::gateway::signature::{self, Canonical};
 
+pub mod async_load;
 pub mod model;
 
 /// go-infer's example appId and secret (in config/settings.yaml).

@@ -230,7 +230,11 @@ impl DispatcherNode {
             .map_err(crate::model_zoo::ModelError::new)
             .and_then(|p| model.check(p));
         let params = checked.map_err(|e| {
-            JobResult::error(&id, e.code.unwrap_or(self.opts.api_entry_fail_code), e.message)
+            JobResult::error(
+                &id,
+                e.code.unwrap_or(self.opts.api_entry_fail_code),
+                e.message,
+            )
         })?;
         job.params_json = serde_json::to_vec(&params).map_err(|e| {
             JobResult::error(&id, self.codes.infer_fail, format!("parameters: {e}"))

@@ -59,7 +59,9 @@ impl AsyncQueue for AsyncQueueGrpc {
         request: Request<AsyncGetRequest>,
     ) -> Result<Response<AsyncGetReply>, Status> {
         self.authorize(&request, &request.get_ref().queue)?;
-        Ok(Response::new(self.api.link().get(request.into_inner()).await?))
+        Ok(Response::new(
+            self.api.link().get(request.into_inner()).await?,
+        ))
     }
 
     async fn commit(

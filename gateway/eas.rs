@@ -43,9 +43,7 @@ use crate::proto::{
     AsyncGetRequest, AsyncPutRequest, AsyncQueueRef, AsyncSearchRequest, AsyncWatchRequest,
 };
 use crate::queue::async_api::MAX_GET_LENGTH;
-use crate::queue::async_service::{
-    payload_params, ServiceSpec, HEADER_PRIORITY, HEADER_USER,
-};
+use crate::queue::async_service::{payload_params, ServiceSpec, HEADER_PRIORITY, HEADER_USER};
 
 /// The response header that carries a put's request id.
 pub const HEADER_REQUEST_ID: &str = "X-Eas-Queueservice-Request-Id";
@@ -75,7 +73,11 @@ impl EasApi {
         let mut services = HashMap::new();
         for (name, s) in &settings.async_services {
             let spec = ServiceSpec::from_settings(name, s)?;
-            if spec.input.enabled && gateway.check_params(&spec.model, Default::default()).is_none() {
+            if spec.input.enabled
+                && gateway
+                    .check_params(&spec.model, Default::default())
+                    .is_none()
+            {
                 return Err(format!(
                     "AsyncServices.{name}.model: no model is served at {}",
                     spec.model
@@ -102,10 +104,9 @@ impl EasApi {
 
     /// Checks the token of `service`; the service when it passes.
     pub fn authorize(&self, service: &str, token: Option<&str>) -> Result<&ServiceSpec, Status> {
-        let entry = self
-            .services
-            .get(service)
-            .ok_or_else(|| Status::not_found(format!("unknown asynchronous service {service:?}")))?;
+        let entry = self.services.get(service).ok_or_else(|| {
+            Status::not_found(format!("unknown asynchronous service {service:?}"))
+        })?;
         if !entry.token.is_empty() {
             let given = token.unwrap_or_default();
             if !bool::from(given.as_bytes().ct_eq(entry.token.as_bytes())) {
@@ -297,8 +298,8 @@ async fn route(
         sink,
     });
     let (mut parts, body) = req.into_parts();
-    let Query(q): Query<QueryMap> = Query::try_from_uri(&parts.uri)
-        .map_err(|e| bad(format!("bad query string: {e}")))?;
+    let Query(q): Query<QueryMap> =
+        Query::try_from_uri(&parts.uri).map_err(|e| bad(format!("bad query string: {e}")))?;
     let headers = parts.headers.clone();
     match parts.method {
         Method::POST => {
@@ -310,7 +311,9 @@ async fn route(
                         "payload is over max_payload_size ({max} bytes)"
                     )))
                 }
-                Err(BodyError::Read(e)) => return Err(bad(format!("could not read the body: {e}"))),
+                Err(BodyError::Read(e)) => {
+                    return Err(bad(format!("could not read the body: {e}")))
+                }
             };
             api.check_put(&spec, sink, &data)?;
             let priority = match headers.get(HEADER_PRIORITY).and_then(|v| v.to_str().ok()) {
@@ -345,7 +348,11 @@ async fn route(
                 .get(HEADER_USER)
                 .and_then(|v| v.to_str().ok())
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| bad(format!("{HEADER_USER} (the consumer id) is required to watch")))?
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{HEADER_USER} (the consumer id) is required to watch"
+                    ))
+                })?
                 .to_string();
             let window = number::<u32>(&q, "_window_")?.unwrap_or(1);
             if window == 0 {
@@ -402,8 +409,11 @@ async fn route(
                 return Err(bad(format!("_length_ must be from 1 to {MAX_GET_LENGTH}")));
             }
             let timeout = match q.get("_timeout_") {
-                Some(t) => parse_duration(t)
-                    .ok_or_else(|| bad(format!("_timeout_: a duration like 5s or 500ms is required, not {t:?}")))?,
+                Some(t) => parse_duration(t).ok_or_else(|| {
+                    bad(format!(
+                        "_timeout_: a duration like 5s or 500ms is required, not {t:?}"
+                    ))
+                })?,
                 None => Duration::ZERO,
             };
             let mut tags = tags(&q);
@@ -564,7 +574,11 @@ impl ResponseFormat {
 /// side ends. The socket is read throughout, so pings are answered and a
 /// close is seen at once; ending drops the item stream, which releases the
 /// consumer's uncommitted items for its next watch.
-async fn watch(mut socket: WebSocket, mut items: crate::queue::async_api::ItemStream, index_only: bool) {
+async fn watch(
+    mut socket: WebSocket,
+    mut items: crate::queue::async_api::ItemStream,
+    index_only: bool,
+) {
     loop {
         tokio::select! {
             item = items.next() => match item {

@@ -106,10 +106,7 @@ impl Model for Logistic {
                     "instances[{i}]: a feature map ({{\"name\": number}}) is required"
                 )));
             };
-            if let Some((k, _)) = m
-                .iter()
-                .find(|(_, v)| !(v.is_number() || v.is_null()))
-            {
+            if let Some((k, _)) = m.iter().find(|(_, v)| !(v.is_number() || v.is_null())) {
                 return Err(ModelError::new(format!(
                     "instances[{i}].{k}: a number is required"
                 )));
@@ -161,7 +158,9 @@ mod tests {
     fn probabilities_follow_the_formula_and_missing_features_are_zero() {
         let m = model();
         let p = m
-            .check(params(json!({"instances": [{"a": 1.0, "b": 3.0}, {}, {"a": 1, "zzz": 9}]})))
+            .check(params(
+                json!({"instances": [{"a": 1.0, "b": 3.0}, {}, {"a": 1, "zzz": 9}]}),
+            ))
             .unwrap();
         let out = m.infer("r", p).unwrap();
         let preds = out["predictions"].as_array().unwrap();

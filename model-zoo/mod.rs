@@ -62,10 +62,7 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Box<dyn Model>>, ModelEr
                 name,
                 parse(name, spec)?,
             )?)),
-            "lr" => models.push(Box::new(logistic::Logistic::new(
-                name,
-                parse(name, spec)?,
-            )?)),
+            "lr" => models.push(Box::new(logistic::Logistic::new(name, parse(name, spec)?)?)),
             "onnx" => models.push(Box::new(onnx_model::OnnxModel::new(
                 name,
                 parse(name, spec)?,

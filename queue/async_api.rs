@@ -15,8 +15,8 @@ use super::async_service::{AsyncError, AsyncQueues, WatchSpec};
 use super::async_store::{Item, ItemState, Negative, QueueRef, Selector};
 use crate::proto::{
     async_commit_request, AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply,
-    AsyncCommitRequest, AsyncGetReply, AsyncGetRequest, AsyncItem, AsyncPutReply,
-    AsyncPutRequest, AsyncQueueRef, AsyncSearchReply, AsyncSearchRequest, AsyncWatchRequest,
+    AsyncCommitRequest, AsyncGetReply, AsyncGetRequest, AsyncItem, AsyncPutReply, AsyncPutRequest,
+    AsyncQueueRef, AsyncSearchReply, AsyncSearchRequest, AsyncWatchRequest,
 };
 
 /// The most items one `get` returns.

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::async_store::{
-    AsyncStore, ChangeSignals, Completion, Item, ItemState, Negative, NewItem, QueueRef, QueueStats, Selector,
-    TakeOptions,
+    AsyncStore, ChangeSignals, Completion, Item, ItemState, Negative, NewItem, QueueRef,
+    QueueStats, Selector, TakeOptions,
 };
 use super::backend::BackendError;
 use crate::config::QueueLimits;
@@ -215,7 +215,11 @@ impl AsyncStore for MemoryAsyncStore {
                     if chosen.len() >= max {
                         break;
                     }
-                    if queue.items.get(&i).is_some_and(|it| has_tags(it, &opts.tags)) {
+                    if queue
+                        .items
+                        .get(&i)
+                        .is_some_and(|it| has_tags(it, &opts.tags))
+                    {
                         chosen.push(i);
                     }
                 }
@@ -244,7 +248,10 @@ impl AsyncStore for MemoryAsyncStore {
 
     async fn remove(&self, q: &QueueRef, indexes: &[u64]) -> Result<u64, BackendError> {
         let n = self.with(q, |queue| {
-            indexes.iter().filter(|i| queue.remove(**i).is_some()).count() as u64
+            indexes
+                .iter()
+                .filter(|i| queue.remove(**i).is_some())
+                .count() as u64
         });
         if n > 0 {
             self.notify(q);
@@ -308,7 +315,11 @@ impl AsyncStore for MemoryAsyncStore {
 
     async fn held_by(&self, q: &QueueRef, consumer: &str) -> Result<u64, BackendError> {
         Ok(self.with(q, |queue| {
-            queue.holder.values().filter(|c| c.as_str() == consumer).count() as u64
+            queue
+                .holder
+                .values()
+                .filter(|c| c.as_str() == consumer)
+                .count() as u64
         }))
     }
 

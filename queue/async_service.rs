@@ -49,7 +49,9 @@ pub enum AsyncError {
     UnknownService(String),
     #[error("the {0} queue is turned off (queue.sink.memory_ratio)")]
     QueueOff(String),
-    #[error("payload of {size} bytes is over the {queue} queue's max_payload_size ({limit} bytes)")]
+    #[error(
+        "payload of {size} bytes is over the {queue} queue's max_payload_size ({limit} bytes)"
+    )]
     TooLarge {
         queue: String,
         size: usize,
@@ -308,7 +310,11 @@ impl AsyncQueues {
         let span = tracing::info_span!("watch", queue = %q.name(), consumer = %spec.consumer);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                tracing::info!(window = spec.window, auto_commit = spec.auto_commit, "watch started");
+                tracing::info!(
+                    window = spec.window,
+                    auto_commit = spec.auto_commit,
+                    "watch started"
+                );
                 let why = this.run_watch(&q, &spec, &tx).await;
                 if let Err(e) = this.store.release(&q, &spec.consumer).await {
                     tracing::warn!(error = %e, "could not release the watcher's items; they are ready again after the hold time");

@@ -130,8 +130,12 @@ pub struct Negative {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemState {
     /// Waiting; `ahead` items would be taken before it.
-    Ready { ahead: u64 },
-    Held { consumer: String },
+    Ready {
+        ahead: u64,
+    },
+    Held {
+        consumer: String,
+    },
     /// Not in the queue any more: rejected by a consumer.
     Rejected(Negative),
 }
@@ -153,8 +157,12 @@ pub trait AsyncStore: Send + Sync + 'static {
     /// Stores an item; its index. With `limits.auto_evict` a full queue drops
     /// its oldest ready item first; otherwise a full queue refuses with
     /// `QueueFull`.
-    async fn put(&self, q: &QueueRef, item: NewItem, limits: &QueueLimits)
-        -> Result<u64, BackendError>;
+    async fn put(
+        &self,
+        q: &QueueRef,
+        item: NewItem,
+        limits: &QueueLimits,
+    ) -> Result<u64, BackendError>;
 
     /// Reads items without taking them; with `delete` they are removed.
     async fn get(
@@ -196,11 +204,7 @@ pub trait AsyncStore: Send + Sync + 'static {
     /// Removes input items and writes their results to the sink, at once. An
     /// item no longer in the input (truncated, or completed by another
     /// consumer after a redelivery) writes nothing.
-    async fn complete(
-        &self,
-        service: &str,
-        done: &[Completion],
-    ) -> Result<(), BackendError>;
+    async fn complete(&self, service: &str, done: &[Completion]) -> Result<(), BackendError>;
 
     async fn stats(&self, q: &QueueRef) -> Result<QueueStats, BackendError>;
 

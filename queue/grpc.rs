@@ -10,15 +10,15 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::service::QueueService;
-use crate::proto::queue_service_server::{self, QueueServiceServer};
 use super::async_api::{self, ItemStream};
 use super::async_service::AsyncQueues;
+use super::service::QueueService;
+use crate::proto::queue_service_server::{self, QueueServiceServer};
 use crate::proto::{
     AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply, AsyncCommitRequest,
     AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest, AsyncSearchReply,
-    AsyncSearchRequest, AsyncWatchRequest, CallReply, CallRequest, DispatcherMessage,
-    QueueMessage, StatsReply, StatsRequest,
+    AsyncSearchRequest, AsyncWatchRequest, CallReply, CallRequest, DispatcherMessage, QueueMessage,
+    StatsReply, StatsRequest,
 };
 
 pub struct QueueGrpc {
@@ -78,7 +78,9 @@ impl queue_service_server::QueueService for QueueGrpc {
         request: Request<AsyncPutRequest>,
     ) -> Result<Response<AsyncPutReply>, Status> {
         let aq = self.async_queues()?;
-        Ok(Response::new(async_api::put(aq, request.into_inner()).await?))
+        Ok(Response::new(
+            async_api::put(aq, request.into_inner()).await?,
+        ))
     }
 
     async fn async_get(
@@ -86,7 +88,9 @@ impl queue_service_server::QueueService for QueueGrpc {
         request: Request<AsyncGetRequest>,
     ) -> Result<Response<AsyncGetReply>, Status> {
         let aq = self.async_queues()?;
-        Ok(Response::new(async_api::get(aq, request.into_inner()).await?))
+        Ok(Response::new(
+            async_api::get(aq, request.into_inner()).await?,
+        ))
     }
 
     async fn async_commit(

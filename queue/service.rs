@@ -164,7 +164,9 @@ impl QueueService {
     pub(crate) fn source_for(&self, queue: &str) -> Result<Arc<dyn JobSource>, String> {
         if queue.starts_with(ASYNC_QUEUE_PREFIX) {
             let Some(aq) = &self.async_queues else {
-                return Err(format!("{queue}: this queue service has no asynchronous services"));
+                return Err(format!(
+                    "{queue}: this queue service has no asynchronous services"
+                ));
             };
             return match aq.input_source(queue) {
                 Some(Ok(s)) => Ok(Arc::new(s)),

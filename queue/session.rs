@@ -45,8 +45,12 @@ pub trait JobSource: Send + Sync + 'static {
     /// The queue's name, as in Hello.
     fn name(&self) -> &str;
     /// Up to `max` jobs for `consumer`, waiting up to `wait` for the first.
-    async fn lease(&self, consumer: &str, max: usize, wait: Duration)
-        -> Result<Vec<Lease>, BackendError>;
+    async fn lease(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Lease>, BackendError>;
     /// Stores results; all or nothing.
     async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), BackendError>;
     /// Returns the consumer's jobs to the queue; how many.

@@ -16,20 +16,20 @@ use tokio_util::sync::CancellationToken;
 use crate::codes::{CodeTable, ErrorKind};
 use crate::config::{BackendChoice, Settings};
 use crate::dispatcher::{DispatcherNode, LocalDispatchLink, NodeOptions, RemoteDispatchLink};
+use crate::gateway::async_link::{AsyncLink, LocalAsyncLink};
+use crate::gateway::eas::EasApi;
 use crate::gateway::http::HttpLimits;
 use crate::gateway::{Gateway, LocalQueueLink, QueueLink, RemoteQueueLink};
 use crate::model_zoo::{InitContext, Model, ModelError, ModelSet};
+use crate::queue::async_memory::MemoryAsyncStore;
+use crate::queue::async_redis::RedisAsyncStore;
+use crate::queue::async_service::{AsyncQueues, ResultCodes};
+use crate::queue::async_store::AsyncStore;
 use crate::queue::service::ServiceOptions;
 use crate::queue::{
     BackendOptions, MemoryBackend, QueueBackend, QueueService, RedisBackend, RedisOptions,
     ResultWaiters,
 };
-use crate::gateway::async_link::{AsyncLink, LocalAsyncLink};
-use crate::gateway::eas::EasApi;
-use crate::queue::async_memory::MemoryAsyncStore;
-use crate::queue::async_redis::RedisAsyncStore;
-use crate::queue::async_service::{AsyncQueues, ResultCodes};
-use crate::queue::async_store::AsyncStore;
 use crate::serve;
 
 #[derive(Debug, Parser)]
@@ -64,6 +64,9 @@ pub enum Command {
     DeadLetters(DeadLettersArgs),
     /// The bare model's speed, in process (no gateway, queue or dispatcher).
     BenchModel(crate::bench::model::BenchModelArgs),
+    /// Load on an asynchronous service: puts from several clients, results
+    /// watched from the sink; put/s, result/s, latencies.
+    BenchAsync(crate::bench::async_load::BenchAsyncArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,8 +196,10 @@ fn init_tracing() {
 }
 
 async fn dispatch(cli: Cli, factory: Arc<crate::model_zoo::ModelFactory>) -> anyhow::Result<()> {
-    if let Command::Bench(args) = cli.command {
-        return crate::bench::run(args).await;
+    match cli.command {
+        Command::Bench(args) => return crate::bench::run(args).await,
+        Command::BenchAsync(args) => return crate::bench::async_load::run(args).await,
+        _ => {}
     }
     let settings = Settings::load(&cli.yaml)?;
     match cli.command {
@@ -206,7 +211,7 @@ async fn dispatch(cli: Cli, factory: Arc<crate::model_zoo::ModelFactory>) -> any
         Command::BenchModel(a) => {
             tokio::task::block_in_place(|| crate::bench::model::run(&settings, a))
         }
-        Command::Bench(_) => Ok(()),
+        Command::Bench(_) | Command::BenchAsync(_) => Ok(()),
     }
 }
 
@@ -288,8 +293,10 @@ fn queue_service(
     }
     let store: Arc<dyn AsyncStore> = match store {
         Store::Memory => Arc::new(MemoryAsyncStore::new()),
-        Store::Redis => RedisAsyncStore::start(&redis_options(settings, &instance_id), stop.clone())
-            .map_err(|e| anyhow::anyhow!("Server.RedisServer: {e}"))?,
+        Store::Redis => {
+            RedisAsyncStore::start(&redis_options(settings, &instance_id), stop.clone())
+                .map_err(|e| anyhow::anyhow!("Server.RedisServer: {e}"))?
+        }
     };
     let async_queues = AsyncQueues::new(
         store,
@@ -301,7 +308,12 @@ fn queue_service(
     )
     .map_err(anyhow::Error::msg)?;
     tracing::info!(services = ?settings.async_services.keys().collect::<Vec<_>>(), "asynchronous services");
-    Ok(QueueService::with_async(backend, waiters, opts, async_queues))
+    Ok(QueueService::with_async(
+        backend,
+        waiters,
+        opts,
+        async_queues,
+    ))
 }
 
 /// The dispatcher nodes for the asynchronous services whose model is in
@@ -319,9 +331,18 @@ fn async_nodes(
             tracing::warn!(service = %name, model = %svc.model, "this dispatcher has no model for the asynchronous service; not serving it");
             continue;
         }
-        let mut opts = node_options(settings, 0, format!("{node_id}-{name}"), svc.rpc.worker_threads);
+        let mut opts = node_options(
+            settings,
+            0,
+            format!("{node_id}-{name}"),
+            svc.rpc.worker_threads,
+        );
         opts.queue = format!("{}{name}", crate::queue::async_service::ASYNC_QUEUE_PREFIX);
-        nodes.push(Arc::new(DispatcherNode::new(Arc::clone(models), opts, link())));
+        nodes.push(Arc::new(DispatcherNode::new(
+            Arc::clone(models),
+            opts,
+            link(),
+        )));
     }
     nodes
 }

@@ -160,7 +160,10 @@ impl AsyncServiceSettings {
         };
         let ratio = self.queue.sink.memory_ratio.unwrap_or(0.5);
         if !(0.0..=1.0).contains(&ratio) {
-            return Err(("queue.sink.memory_ratio".into(), "must be from 0 to 1".into()));
+            return Err((
+                "queue.sink.memory_ratio".into(),
+                "must be from 0 to 1".into(),
+            ));
         }
         if !sink && side.memory_ratio.is_some() {
             return Err((
@@ -657,9 +660,13 @@ Customer: {
 
     #[test]
     fn max_length_and_max_payload_size_together_stop_start_up() {
-        let err = async_service("      sink: {max_length: 10, max_payload_size: 8}\n").expect_err("both");
+        let err =
+            async_service("      sink: {max_length: 10, max_payload_size: 8}\n").expect_err("both");
         let line = err.to_string();
-        assert!(line.contains("AsyncServices.svc.queue.sink.max_length"), "{line}");
+        assert!(
+            line.contains("AsyncServices.svc.queue.sink.max_length"),
+            "{line}"
+        );
         assert!(line.contains("cannot both be set"), "{line}");
     }
 

@@ -37,8 +37,11 @@ const INTERCEPT: f64 = -0.1;
 /// Settings with the lr model and one asynchronous service `pmmlasync`
 /// whose model is `model`; `queue` is the service's `queue:` block.
 fn settings(backend: &str, redis: &str, model: &str, queue: &str, workers: u32) -> String {
-    let base = settings_yaml("", &format!("  RedisServer: \"{redis}\"\n  ReclaimIdle: 1\n"))
-        .replace("Backend: memory", &format!("Backend: {backend}"));
+    let base = settings_yaml(
+        "",
+        &format!("  RedisServer: \"{redis}\"\n  ReclaimIdle: 1\n"),
+    )
+    .replace("Backend: memory", &format!("Backend: {backend}"));
     format!(
         r#"{base}
 Models:
@@ -80,7 +83,12 @@ impl Eas {
         format!("{}{q}?{query}", self.base)
     }
 
-    async fn send(&self, method: reqwest::Method, url: &str, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
         let r = self
             .http
             .request(method, url)
@@ -97,7 +105,11 @@ impl Eas {
     /// Puts; (index, request id).
     async fn put(&self, sink: bool, body: &str) -> (u64, String) {
         let (s, h, b) = self
-            .send(reqwest::Method::POST, &self.url(sink, ""), body.as_bytes().to_vec())
+            .send(
+                reqwest::Method::POST,
+                &self.url(sink, ""),
+                body.as_bytes().to_vec(),
+            )
             .await;
         assert_eq!(s, 200, "put: {}", String::from_utf8_lossy(&b));
         let index = String::from_utf8_lossy(&b).trim().parse().expect("index");
@@ -107,14 +119,20 @@ impl Eas {
 
     async fn attrs(&self, sink: bool) -> HashMap<String, String> {
         let (s, _, b) = self
-            .send(reqwest::Method::GET, &self.url(sink, "_attrs_=true"), vec![])
+            .send(
+                reqwest::Method::GET,
+                &self.url(sink, "_attrs_=true"),
+                vec![],
+            )
             .await;
         assert_eq!(s, 200);
         serde_json::from_slice(&b).expect("attributes JSON")
     }
 
     async fn length(&self, sink: bool) -> u64 {
-        self.attrs(sink).await["stream.length"].parse().expect("length")
+        self.attrs(sink).await["stream.length"]
+            .parse()
+            .expect("length")
     }
 
     /// GET as JSON; the status and the items.
@@ -142,15 +160,22 @@ impl Eas {
         uid: &str,
         query: &str,
     ) -> Result<
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
         tokio_tungstenite::tungstenite::Error,
     > {
-        let url = self.url(true, &format!("_watch_=true&{query}")).replacen("http://", "ws://", 1);
+        let url = self
+            .url(true, &format!("_watch_=true&{query}"))
+            .replacen("http://", "ws://", 1);
         let mut req = url.into_client_request().expect("ws request");
-        req.headers_mut().insert("Authorization", TOKEN.parse().unwrap());
+        req.headers_mut()
+            .insert("Authorization", TOKEN.parse().unwrap());
         req.headers_mut()
             .insert("X-EAS-QueueService-Redis-Uid", uid.parse().unwrap());
-        tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+        tokio_tungstenite::connect_async(req)
+            .await
+            .map(|(ws, _)| ws)
     }
 }
 
@@ -187,7 +212,11 @@ async fn sdk(args: &[&str], limit: Duration) -> (bool, String) {
 }
 
 async fn sdk_suite(gateway_http: &str) {
-    let (ok, text) = sdk(&["suite", gateway_http, SVC, TOKEN], Duration::from_secs(180)).await;
+    let (ok, text) = sdk(
+        &["suite", gateway_http, SVC, TOKEN],
+        Duration::from_secs(180),
+    )
+    .await;
     println!("{text}");
     assert!(ok, "the SDK's test module failed:\n{text}");
     assert!(text.contains("ran 9 failures 0 errors 0"), "{text}");
@@ -204,7 +233,13 @@ async fn sdk_test_module_passes_on_the_memory_backend() {
 async fn sdk_test_module_passes_on_the_redis_backend() {
     let dir = TestDir::new();
     let redis = RedisServer::start(dir.path());
-    let split = Split::start(&settings("redis", &redis.addr(), "/api/lr", DEFAULT_QUEUE, 5));
+    let split = Split::start(&settings(
+        "redis",
+        &redis.addr(),
+        "/api/lr",
+        DEFAULT_QUEUE,
+        5,
+    ));
     let _d = split.dispatcher("d1", 8);
     let gw = split.gateway();
     sdk_suite(gw.addr("gateway-http")).await;
@@ -221,9 +256,16 @@ async fn subscription_example_from_the_eas_documentation_works() {
         let (_, rid) = eas
             .put(false, &format!(r#"[{{"age": {age}, "income": {income}}}]"#))
             .await;
-        expected.insert(rid, sigmoid(INTERCEPT + COEF_AGE * age + COEF_INCOME * income));
+        expected.insert(
+            rid,
+            sigmoid(INTERCEPT + COEF_AGE * age + COEF_INCOME * income),
+        );
     }
-    let (ok, text) = sdk(&["subscribe", sa.addr("gateway-http"), SVC, TOKEN], Duration::from_secs(60)).await;
+    let (ok, text) = sdk(
+        &["subscribe", sa.addr("gateway-http"), SVC, TOKEN],
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(ok, "{text}");
     let lines: Vec<Value> = text
         .lines()
@@ -233,7 +275,9 @@ async fn subscription_example_from_the_eas_documentation_works() {
     assert_eq!(lines.len(), 10, "{text}");
     for l in &lines {
         let rid = l["requestId"].as_str().unwrap();
-        let p1 = expected.remove(rid).unwrap_or_else(|| panic!("unexpected or repeated {rid}"));
+        let p1 = expected
+            .remove(rid)
+            .unwrap_or_else(|| panic!("unexpected or repeated {rid}"));
         let data: Value = serde_json::from_str(l["data"].as_str().unwrap()).unwrap();
         let got = data[0]["p_1"].as_f64().unwrap();
         assert!((got - p1).abs() < 1e-12, "p_1 {got} vs {p1}");
@@ -266,8 +310,15 @@ async fn http_api_answers_bad_input_with_4xx_and_stores_nothing() {
     assert_eq!(s, 413);
     assert_eq!(eas.length(true).await, 1);
     // The model's check refuses the input before it is stored.
-    for bad in ["not json", r#"[{"age": "old"}]"#, "[]", r#"{"instances": 3}"#] {
-        let (s, _, b) = eas.send(Method::POST, &eas.url(false, ""), bad.into()).await;
+    for bad in [
+        "not json",
+        r#"[{"age": "old"}]"#,
+        "[]",
+        r#"{"instances": 3}"#,
+    ] {
+        let (s, _, b) = eas
+            .send(Method::POST, &eas.url(false, ""), bad.into())
+            .await;
         assert_eq!(s, 400, "{bad}: {}", String::from_utf8_lossy(&b));
     }
     assert_eq!(eas.length(false).await, 0);
@@ -279,11 +330,23 @@ async fn http_api_answers_bad_input_with_4xx_and_stores_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = client().get(eas.url(true, "_attrs_=true")).send().await.unwrap();
+    let r = client()
+        .get(eas.url(true, "_attrs_=true"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     // Unknown service.
-    let url = format!("http://{}/api/predict/nosuch/sink?_attrs_=true", sa.addr("gateway-http"));
-    let r = client().get(url).header("Authorization", TOKEN).send().await.unwrap();
+    let url = format!(
+        "http://{}/api/predict/nosuch/sink?_attrs_=true",
+        sa.addr("gateway-http")
+    );
+    let r = client()
+        .get(url)
+        .header("Authorization", TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     // An Accept the API cannot answer with.
     let r = client()
@@ -320,13 +383,21 @@ async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["data"], "c");
     assert_eq!(items[0]["index"], idx[2]);
-    let (_, items) = eas.get_json(true, &format!("_index_={}&_length_=5", idx[1])).await;
-    assert_eq!(items.iter().map(|i| i["data"].clone()).collect::<Vec<_>>(), ["b", "c"]);
+    let (_, items) = eas
+        .get_json(true, &format!("_index_={}&_length_=5", idx[1]))
+        .await;
+    assert_eq!(
+        items.iter().map(|i| i["data"].clone()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
 
     // A blocking get returns as soon as an item arrives.
     let from = idx[2] + 1;
     let waiting = {
-        let url = eas.url(true, &format!("_index_={from}&_timeout_=10s&_auto_delete_=true"));
+        let url = eas.url(
+            true,
+            &format!("_index_={from}&_timeout_=10s&_auto_delete_=true"),
+        );
         tokio::spawn(async move {
             let r = client()
                 .get(url)
@@ -341,16 +412,26 @@ async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished());
     eas.put(true, "late").await;
-    let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["data"], "late");
     assert_eq!(eas.length(true).await, 3, "auto delete removed it");
 
     // A negative commit removes the item and is kept for search and attributes.
-    let q = format!("_indexes_={}&_negative_=true&_code_=422&_reason_=unreadable", idx[0]);
+    let q = format!(
+        "_indexes_={}&_negative_=true&_code_=422&_reason_=unreadable",
+        idx[0]
+    );
     assert_eq!(eas.status(Method::PUT, true, &q).await, 200);
     let (s, _, b) = eas
-        .send(Method::GET, &eas.url(true, &format!("_search_=true&_index_={}", idx[0])), vec![])
+        .send(
+            Method::GET,
+            &eas.url(true, &format!("_search_=true&_index_={}", idx[0])),
+            vec![],
+        )
         .await;
     assert_eq!(s, 200);
     let found: Value = serde_json::from_slice(&b).unwrap();
@@ -362,7 +443,10 @@ async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
 
     // Watch without auto commit: the window holds; the second watch of the
     // same consumer is refused; search shows the item pending.
-    let mut ws = eas.watch("consumer-1", "_index_=0&_window_=1").await.expect("watch");
+    let mut ws = eas
+        .watch("consumer-1", "_index_=0&_window_=1")
+        .await
+        .expect("watch");
     let first = match ws.next().await.unwrap().unwrap() {
         Message::Binary(b) => frame(&b),
         other => panic!("{other:?}"),
@@ -371,17 +455,35 @@ async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
     let second = eas.watch("consumer-1", "_index_=0&_window_=1").await;
     match second {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 409),
-        other => panic!("a second watch must be refused with 409, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "a second watch must be refused with 409, got {:?}",
+            other.map(|_| ())
+        ),
     }
     let (_, _, b) = eas
-        .send(Method::GET, &eas.url(true, &format!("_search_=true&_index_={}", idx[1])), vec![])
+        .send(
+            Method::GET,
+            &eas.url(true, &format!("_search_=true&_index_={}", idx[1])),
+            vec![],
+        )
         .await;
     let found: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(found["IsPending"], true);
     // Window 1: nothing more until the commit.
-    assert!(tokio::time::timeout(Duration::from_millis(300), ws.next()).await.is_err());
-    assert_eq!(eas.status(Method::PUT, true, &format!("_indexes_={}", idx[1])).await, 200);
-    let next = match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+    assert!(tokio::time::timeout(Duration::from_millis(300), ws.next())
+        .await
+        .is_err());
+    assert_eq!(
+        eas.status(Method::PUT, true, &format!("_indexes_={}", idx[1]))
+            .await,
+        200
+    );
+    let next = match tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
         Message::Binary(b) => frame(&b),
         other => panic!("{other:?}"),
     };
@@ -398,7 +500,12 @@ async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut ws = again.expect("the consumer can watch again after its watch ended");
-    let resent = match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap() {
+    let resent = match tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
         Message::Binary(b) => frame(&b),
         other => panic!("{other:?}"),
     };
@@ -415,15 +522,29 @@ async fn backpressure(gateway_http: &str) {
         sent.insert(rid);
     }
     assert!(
-        wait_until(Duration::from_secs(20), || async { eas.length(true).await == 10 }).await,
+        wait_until(Duration::from_secs(20), || async {
+            eas.length(true).await == 10
+        })
+        .await,
         "the sink should fill to its max_length"
     );
     // Give the dispatcher time to overrun the bound, if it would.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(eas.length(true).await, 10, "no more results than the sink holds");
-    assert_eq!(eas.length(false).await, 40, "the rest wait in the input queue");
+    assert_eq!(
+        eas.length(true).await,
+        10,
+        "no more results than the sink holds"
+    );
+    assert_eq!(
+        eas.length(false).await,
+        40,
+        "the rest wait in the input queue"
+    );
 
-    let mut ws = eas.watch("drainer", "_index_=0&_window_=5").await.expect("watch");
+    let mut ws = eas
+        .watch("drainer", "_index_=0&_window_=5")
+        .await
+        .expect("watch");
     let mut got = Vec::new();
     while got.len() < 50 {
         let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
@@ -459,7 +580,13 @@ async fn full_sink_pauses_dispatch_on_the_memory_backend() {
 async fn full_sink_pauses_dispatch_on_the_redis_backend() {
     let dir = TestDir::new();
     let redis = RedisServer::start(dir.path());
-    let split = Split::start(&settings("redis", &redis.addr(), "/api/lr", BOUNDED_SINK, 5));
+    let split = Split::start(&settings(
+        "redis",
+        &redis.addr(),
+        "/api/lr",
+        BOUNDED_SINK,
+        5,
+    ));
     let _d = split.dispatcher("d1", 8);
     let gw = split.gateway();
     backpressure(gw.addr("gateway-http")).await;
@@ -507,10 +634,20 @@ async fn high_priority_items_go_first() {
     assert_eq!(search(normal[0].0).await["WaitCount"], 1);
     // Room for one result: the high-priority item's.
     assert_eq!(
-        eas.status(reqwest::Method::DELETE, true, &format!("_indexes_={blocker}")).await,
+        eas.status(
+            reqwest::Method::DELETE,
+            true,
+            &format!("_indexes_={blocker}")
+        )
+        .await,
         200
     );
-    assert!(wait_until(Duration::from_secs(10), || async { eas.length(true).await == 1 }).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            eas.length(true).await == 1
+        })
+        .await
+    );
     let (_, items) = eas.get_json(true, "_index_=0").await;
     assert_eq!(items[0]["tags"]["requestId"], high_rid.as_str());
 }
@@ -519,23 +656,39 @@ async fn high_priority_items_go_first() {
 async fn items_in_hand_of_a_killed_dispatcher_are_still_answered() {
     let dir = TestDir::new();
     let redis = RedisServer::start(dir.path());
-    let split = Split::start(&settings("redis", &redis.addr(), "/api/echo", DEFAULT_QUEUE, 4));
+    let split = Split::start(&settings(
+        "redis",
+        &redis.addr(),
+        "/api/echo",
+        DEFAULT_QUEUE,
+        4,
+    ));
     let mut d1 = split.dispatcher("d1", 8);
     let gw = split.gateway();
     let eas = Eas::new(gw.addr("gateway-http"));
     let mut sent = BTreeSet::new();
     for i in 0..40 {
-        let (_, rid) = eas.put(false, &format!(r#"{{"i": {i}, "sleep_ms": 150}}"#)).await;
+        let (_, rid) = eas
+            .put(false, &format!(r#"{{"i": {i}, "sleep_ms": 150}}"#))
+            .await;
         sent.insert(rid);
     }
-    assert!(wait_until(Duration::from_secs(20), || async { eas.length(true).await >= 4 }).await);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            eas.length(true).await >= 4
+        })
+        .await
+    );
     let held: u64 = eas.attrs(false).await["stream.pending"].parse().unwrap();
     assert!(held >= 1, "the dispatcher holds items when it is killed");
     d1.kill9();
     println!("killed the dispatcher holding {held} items");
     let _d2 = split.dispatcher("d2", 8);
     assert!(
-        wait_until(Duration::from_secs(60), || async { eas.length(true).await >= 40 }).await,
+        wait_until(Duration::from_secs(60), || async {
+            eas.length(true).await >= 40
+        })
+        .await,
         "every item answered after the kill"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -572,16 +725,28 @@ async fn grpc_clients_submit_watch_and_commit() {
     let mut c = AsyncQueueClient::connect(format!("http://{}", sa.addr("gateway-grpc")))
         .await
         .expect("connect");
-    let input = Some(AsyncQueueRef { service: SVC.into(), sink: false });
-    let sink = Some(AsyncQueueRef { service: SVC.into(), sink: true });
+    let input = Some(AsyncQueueRef {
+        service: SVC.into(),
+        sink: false,
+    });
+    let sink = Some(AsyncQueueRef {
+        service: SVC.into(),
+        sink: true,
+    });
     let put = |data: &str| AsyncPutRequest {
         queue: input.clone(),
         data: data.as_bytes().to_vec(),
         ..Default::default()
     };
-    let err = c.submit(with_token(put("[{}]"), "wrong")).await.unwrap_err();
+    let err = c
+        .submit(with_token(put("[{}]"), "wrong"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    let err = c.submit(with_token(put("[{\"age\": []}]"), TOKEN)).await.unwrap_err();
+    let err = c
+        .submit(with_token(put("[{\"age\": []}]"), TOKEN))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let mut rids = BTreeSet::new();
     for i in 0..5 {

@@ -31,7 +31,10 @@ fn limits(max_length: u64, auto_evict: bool) -> QueueLimits {
 fn item(data: &str, priority: u32) -> NewItem {
     let mut tags = BTreeMap::new();
     tags.insert("requestId".to_string(), format!("rid-{data}"));
-    tags.insert("kind".to_string(), if data.starts_with('x') { "x" } else { "plain" }.to_string());
+    tags.insert(
+        "kind".to_string(),
+        if data.starts_with('x') { "x" } else { "plain" }.to_string(),
+    );
     NewItem {
         request_id: format!("rid-{data}"),
         tags,
@@ -57,7 +60,12 @@ fn data(items: &[inferq::queue::async_store::Item]) -> Vec<String> {
         .collect()
 }
 
-fn redis_store(redis: &RedisServer, prefix: &str, hold: Duration, stop: &CancellationToken) -> Arc<RedisAsyncStore> {
+fn redis_store(
+    redis: &RedisServer,
+    prefix: &str,
+    hold: Duration,
+    stop: &CancellationToken,
+) -> Arc<RedisAsyncStore> {
     let opts = RedisOptions {
         server: redis.addr(),
         password: String::new(),
@@ -74,15 +82,30 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
     let q = QueueRef::sink("svc");
     let none = limits(0, true);
     // put, indexes increase, get from an index, newest, by request id.
-    let a = store.put(&q, item("a", 0), &limits(100, false)).await.unwrap();
-    let b = store.put(&q, item("b", 0), &limits(100, false)).await.unwrap();
-    let c = store.put(&q, item("xc", 0), &limits(100, false)).await.unwrap();
+    let a = store
+        .put(&q, item("a", 0), &limits(100, false))
+        .await
+        .unwrap();
+    let b = store
+        .put(&q, item("b", 0), &limits(100, false))
+        .await
+        .unwrap();
+    let c = store
+        .put(&q, item("xc", 0), &limits(100, false))
+        .await
+        .unwrap();
     assert!(a < b && b < c);
     let empty = BTreeMap::new();
-    let got = store.get(&q, &Selector::From(b), 10, &empty, false).await.unwrap();
+    let got = store
+        .get(&q, &Selector::From(b), 10, &empty, false)
+        .await
+        .unwrap();
     assert_eq!(data(&got), ["b", "xc"]);
     assert_eq!(got[0].tags["requestId"], "rid-b");
-    let got = store.get(&q, &Selector::Newest, 1, &empty, false).await.unwrap();
+    let got = store
+        .get(&q, &Selector::Newest, 1, &empty, false)
+        .await
+        .unwrap();
     assert_eq!(data(&got), ["xc"]);
     let got = store
         .get(&q, &Selector::RequestId("rid-a".into()), 1, &empty, false)
@@ -91,23 +114,37 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
     assert_eq!(got[0].index, a);
     let mut only_x = BTreeMap::new();
     only_x.insert("kind".to_string(), "x".to_string());
-    let got = store.get(&q, &Selector::From(0), 10, &only_x, false).await.unwrap();
+    let got = store
+        .get(&q, &Selector::From(0), 10, &only_x, false)
+        .await
+        .unwrap();
     assert_eq!(data(&got), ["xc"]);
     // full: refused without eviction, oldest evicted with it.
-    let err = store.put(&q, item("d", 0), &limits(3, false)).await.unwrap_err();
+    let err = store
+        .put(&q, item("d", 0), &limits(3, false))
+        .await
+        .unwrap_err();
     assert!(matches!(err, BackendError::QueueFull { .. }));
     store.put(&q, item("d", 0), &limits(3, true)).await.unwrap();
-    let got = store.get(&q, &Selector::From(0), 10, &empty, false).await.unwrap();
+    let got = store
+        .get(&q, &Selector::From(0), 10, &empty, false)
+        .await
+        .unwrap();
     assert_eq!(data(&got), ["b", "xc", "d"]);
     let stats = store.stats(&q).await.unwrap();
-    assert_eq!((stats.length, stats.first_index, stats.last_index), (3, Some(b), got.last().map(|i| i.index)));
+    assert_eq!(
+        (stats.length, stats.first_index, stats.last_index),
+        (3, Some(b), got.last().map(|i| i.index))
+    );
 
     // take holds items for a consumer; others do not get them; release returns them.
     let t = store.take(&q, "c1", &take(2), &none).await.unwrap();
     assert_eq!(data(&t), ["b", "xc"]);
     assert_eq!(t[0].deliveries, 1);
     assert_eq!(store.held_by(&q, "c1").await.unwrap(), 2);
-    assert!(matches!(store.search(&q, b).await.unwrap(), Some(ItemState::Held { consumer }) if consumer == "c1"));
+    assert!(
+        matches!(store.search(&q, b).await.unwrap(), Some(ItemState::Held { consumer }) if consumer == "c1")
+    );
     let t2 = store.take(&q, "c2", &take(5), &none).await.unwrap();
     assert_eq!(data(&t2), ["d"]);
     assert_eq!(store.release(&q, "c1").await.unwrap(), 2);
@@ -129,10 +166,19 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
     assert_eq!(store.stats(&q).await.unwrap().length, 1);
     // negative commit.
     assert!(store
-        .reject(&q, Negative { index: c, code: 500, reason: "bad".into() })
+        .reject(
+            &q,
+            Negative {
+                index: c,
+                code: 500,
+                reason: "bad".into()
+            }
+        )
         .await
         .unwrap());
-    assert!(matches!(store.search(&q, c).await.unwrap(), Some(ItemState::Rejected(n)) if n.code == 500 && n.reason == "bad"));
+    assert!(
+        matches!(store.search(&q, c).await.unwrap(), Some(ItemState::Rejected(n)) if n.code == 500 && n.reason == "bad")
+    );
     let stats = store.stats(&q).await.unwrap();
     assert_eq!((stats.length, stats.negatives), (0, 1));
     assert_eq!(stats.last_negative.unwrap().reason, "bad");
@@ -140,12 +186,30 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
 
     // priority lane first; search counts the items ahead; truncate.
     let p = QueueRef::input("svc");
-    let n1 = store.put(&p, item("n1", 0), &limits(100, false)).await.unwrap();
-    let n2 = store.put(&p, item("n2", 0), &limits(100, false)).await.unwrap();
-    let h1 = store.put(&p, item("h1", 1), &limits(100, false)).await.unwrap();
-    assert_eq!(store.search(&p, h1).await.unwrap(), Some(ItemState::Ready { ahead: 0 }));
-    assert_eq!(store.search(&p, n2).await.unwrap(), Some(ItemState::Ready { ahead: 2 }));
-    assert_eq!(store.search(&p, n1).await.unwrap(), Some(ItemState::Ready { ahead: 1 }));
+    let n1 = store
+        .put(&p, item("n1", 0), &limits(100, false))
+        .await
+        .unwrap();
+    let n2 = store
+        .put(&p, item("n2", 0), &limits(100, false))
+        .await
+        .unwrap();
+    let h1 = store
+        .put(&p, item("h1", 1), &limits(100, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.search(&p, h1).await.unwrap(),
+        Some(ItemState::Ready { ahead: 0 })
+    );
+    assert_eq!(
+        store.search(&p, n2).await.unwrap(),
+        Some(ItemState::Ready { ahead: 2 })
+    );
+    assert_eq!(
+        store.search(&p, n1).await.unwrap(),
+        Some(ItemState::Ready { ahead: 1 })
+    );
     let t = store.take(&p, "d1", &take(2), &none).await.unwrap();
     assert_eq!(data(&t), ["h1", "n1"]);
 
@@ -161,15 +225,30 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
         .complete(
             "svc",
             &[
-                Completion { index: h1, request_id: "rid-h1".into(), result: Some(result("rid-h1", "H")) },
-                Completion { index: n1, request_id: "rid-n1".into(), result: None },
-                Completion { index: 424_242, request_id: "gone".into(), result: Some(result("gone", "G")) },
+                Completion {
+                    index: h1,
+                    request_id: "rid-h1".into(),
+                    result: Some(result("rid-h1", "H")),
+                },
+                Completion {
+                    index: n1,
+                    request_id: "rid-n1".into(),
+                    result: None,
+                },
+                Completion {
+                    index: 424_242,
+                    request_id: "gone".into(),
+                    result: Some(result("gone", "G")),
+                },
             ],
         )
         .await
         .unwrap();
     assert_eq!(store.stats(&p).await.unwrap().length, 1);
-    let sink = store.get(&q, &Selector::From(0), 10, &empty, false).await.unwrap();
+    let sink = store
+        .get(&q, &Selector::From(0), 10, &empty, false)
+        .await
+        .unwrap();
     assert_eq!(data(&sink), ["H"]);
     assert_eq!(sink[0].tags["requestId"], "rid-h1");
 
@@ -180,7 +259,10 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
     let sink_limits = limits(2, false);
     let t = store.take(&p, "d2", &bp, &sink_limits).await.unwrap();
     assert_eq!(data(&t), ["n2"], "sink holds 1 of 2: room for one");
-    store.put(&p, item("n3", 0), &limits(100, false)).await.unwrap();
+    store
+        .put(&p, item("n3", 0), &limits(100, false))
+        .await
+        .unwrap();
     let t = store.take(&p, "d2", &bp, &sink_limits).await.unwrap();
     assert!(t.is_empty(), "the held item takes the last room");
     let t = store.take(&p, "d2", &bp, &limits(2, true)).await.unwrap();
