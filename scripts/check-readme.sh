@@ -42,5 +42,17 @@ req = urllib.request.Request(
 v = json.load(urllib.request.urlopen(req, timeout=30))
 assert [len(d["embedding"]) for d in v["data"]] == [384, 384], v
 PY
-echo "check-readme: run command answered signed echo and embedding requests and /v1/embeddings; .ci/run runs the test command"
+eas_py="$PWD/.cache/venv-eas/bin/python"
+"$eas_py" - <<'PY' || { echo "check-readme: the asynchronous service pmmlasync failed"; exit 1; }
+import json
+from eas_prediction import QueueClient
+inq = QueueClient('127.0.0.1:5000', 'pmmlasync'); inq.set_token('pmmlasync-example-token'); inq.init()
+sink = QueueClient('127.0.0.1:5000', 'pmmlasync/sink'); sink.set_token('pmmlasync-example-token'); sink.init()
+index, request_id = inq.put('[{"age": 30, "income": 5200}]')
+found = sink.get(request_id=request_id, timeout='10s')
+assert len(found) == 1, found
+out = json.loads(found[0].data.decode())
+assert set(out[0]) == {"p_0", "p_1"} and abs(out[0]["p_0"] + out[0]["p_1"] - 1) < 1e-9, out
+PY
+echo "check-readme: run command answered signed echo and embedding requests, /v1/embeddings and the asynchronous service; .ci/run runs the test command"
 echo "2 passed, 0 failed"
