@@ -16,7 +16,6 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use prost::Message as _;
 use serde_json::json;
@@ -168,11 +167,11 @@ pub async fn run(args: BenchAsyncArgs) -> anyhow::Result<()> {
                    "puts": ok, "put_per_s": put_s, "results_per_s": result_s, "put_errors": errors,
                    "put_p50_ms": q(&hist, 0.5), "put_p99_ms": q(&hist, 0.99),
                    "e2e_measured": measured, "e2e_p50_ms": q(&e2e, 0.5), "e2e_p99_ms": q(&e2e, 0.99),
-                   "no_result_within_2s_after_end": lost_or_late})
+                   "not_seen_within_2s_after_end": lost_or_late})
         );
     } else {
         println!(
-            "{} c={} {}s: {:.0} put/s, {:.0} result/s; put ms p50 {:.3} p99 {:.3}; put-to-result ms p50 {:.3} p99 {:.3} ({} measured); put errors {}; puts without a result 2 s after the end {}",
+            "{} c={} {}s: {:.0} put/s, {:.0} result/s; put ms p50 {:.3} p99 {:.3}; put-to-result ms p50 {:.3} p99 {:.3} ({} measured); put errors {}; puts whose result was not seen within 2 s after the end {}",
             args.url, args.concurrency, args.duration, put_s, result_s,
             q(&hist, 0.5), q(&hist, 0.99), q(&e2e, 0.5), q(&e2e, 0.99), measured, errors, lost_or_late
         );
@@ -198,19 +197,11 @@ async fn put_worker(
     };
     let authority = format!("{host}:{port}");
     'connect: while Instant::now() < end {
-        let Ok(stream) = tokio::net::TcpStream::connect((host.as_str(), port)).await else {
+        let Some(mut sender) = super::connect(&host, port).await else {
             rep.errors += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await
-        else {
-            rep.errors += 1;
-            continue;
-        };
-        tokio::spawn(conn);
         while Instant::now() < end {
             let Ok(req) = Request::post(path.as_str())
                 .header(hyper::header::HOST, authority.as_str())

@@ -205,6 +205,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One keep-alive HTTP/1.1 connection (TCP_NODELAY), driven in the background.
+pub(crate) async fn connect(
+    host: &str,
+    port: u16,
+) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
 #[derive(serde::Deserialize)]
 struct EnvelopeCode {
     code: i64,
@@ -225,22 +239,11 @@ async fn worker(
     };
     let authority = format!("{host}:{port}");
     'connect: while Instant::now() < end {
-        let stream = match tokio::net::TcpStream::connect((host.as_str(), port)).await {
-            Ok(s) => s,
-            Err(_) => {
-                rep.transport_errors += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await
-        else {
+        let Some(mut sender) = connect(&host, port).await else {
             rep.transport_errors += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        tokio::spawn(conn);
         while Instant::now() < end {
             let body = fixed.clone().unwrap_or_else(|| Bytes::from(signer.body()));
             let req = match Request::post(path.as_str())

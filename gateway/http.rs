@@ -80,14 +80,7 @@ pub fn router(
     let app = app.layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn(assign_request_id))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req
-                        .extensions()
-                        .get::<RequestId>()
-                        .map(|r| r.0.clone())
-                        .unwrap_or_else(|| Arc::from(""));
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-                }))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(HandleErrorLayer::new(
                     move |Extension(id): Extension<RequestId>, err: BoxError| {
                         let gw = Arc::clone(&state.gateway);
@@ -105,17 +98,20 @@ pub fn router(
         Some(api) => app.merge(super::eas::router(api).layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn(assign_request_id))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req
-                        .extensions()
-                        .get::<RequestId>()
-                        .map(|r| r.0.clone())
-                        .unwrap_or_else(|| Arc::from(""));
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-                })),
+                .layer(TraceLayer::new_for_http().make_span_with(request_span)),
         )),
         None => app,
     }
+}
+
+/// The span of one request, with the id `assign_request_id` gave it.
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| Arc::from(""));
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
 }
 
 async fn assign_request_id(mut req: Request, next: Next) -> Response {

@@ -211,6 +211,34 @@ async fn sdk(args: &[&str], limit: Duration) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// inferq serving the test service: standalone on memory, or queue,
+/// dispatcher and gateway processes on a redis-server of its own.
+struct Deployment {
+    _redis: Option<RedisServer>,
+    _split: Option<Split>,
+    procs: Vec<Proc>,
+    _dir: TestDir,
+}
+
+impl Deployment {
+    fn start(backend: &str, model: &str, queue: &str, workers: u32) -> Deployment {
+        let dir = TestDir::new();
+        if backend == "memory" {
+            let sa = standalone(&dir, &settings("memory", "", model, queue, workers));
+            return Deployment { _redis: None, _split: None, procs: vec![sa], _dir: dir };
+        }
+        let redis = RedisServer::start(dir.path());
+        let split = Split::start(&settings("redis", &redis.addr(), model, queue, workers));
+        let d = split.dispatcher("d1", 8);
+        let gw = split.gateway();
+        Deployment { _redis: Some(redis), _split: Some(split), procs: vec![d, gw], _dir: dir }
+    }
+
+    fn gateway_http(&self) -> &str {
+        self.procs[self.procs.len() - 1].addr("gateway-http")
+    }
+}
+
 async fn sdk_suite(gateway_http: &str) {
     let (ok, text) = sdk(
         &["suite", gateway_http, SVC, TOKEN],
@@ -224,25 +252,14 @@ async fn sdk_suite(gateway_http: &str) {
 
 #[tokio::test]
 async fn sdk_test_module_passes_on_the_memory_backend() {
-    let dir = TestDir::new();
-    let sa = standalone(&dir, &settings("memory", "", "/api/lr", DEFAULT_QUEUE, 5));
-    sdk_suite(sa.addr("gateway-http")).await;
+    let d = Deployment::start("memory", "/api/lr", DEFAULT_QUEUE, 5);
+    sdk_suite(d.gateway_http()).await;
 }
 
 #[tokio::test]
 async fn sdk_test_module_passes_on_the_redis_backend() {
-    let dir = TestDir::new();
-    let redis = RedisServer::start(dir.path());
-    let split = Split::start(&settings(
-        "redis",
-        &redis.addr(),
-        "/api/lr",
-        DEFAULT_QUEUE,
-        5,
-    ));
-    let _d = split.dispatcher("d1", 8);
-    let gw = split.gateway();
-    sdk_suite(gw.addr("gateway-http")).await;
+    let d = Deployment::start("redis", "/api/lr", DEFAULT_QUEUE, 5);
+    sdk_suite(d.gateway_http()).await;
 }
 
 #[tokio::test]
@@ -571,25 +588,14 @@ const BOUNDED_SINK: &str = "      sink: {max_length: 10}\n      source: {max_len
 
 #[tokio::test]
 async fn full_sink_pauses_dispatch_on_the_memory_backend() {
-    let dir = TestDir::new();
-    let sa = standalone(&dir, &settings("memory", "", "/api/lr", BOUNDED_SINK, 5));
-    backpressure(sa.addr("gateway-http")).await;
+    let d = Deployment::start("memory", "/api/lr", BOUNDED_SINK, 5);
+    backpressure(d.gateway_http()).await;
 }
 
 #[tokio::test]
 async fn full_sink_pauses_dispatch_on_the_redis_backend() {
-    let dir = TestDir::new();
-    let redis = RedisServer::start(dir.path());
-    let split = Split::start(&settings(
-        "redis",
-        &redis.addr(),
-        "/api/lr",
-        BOUNDED_SINK,
-        5,
-    ));
-    let _d = split.dispatcher("d1", 8);
-    let gw = split.gateway();
-    backpressure(gw.addr("gateway-http")).await;
+    let d = Deployment::start("redis", "/api/lr", BOUNDED_SINK, 5);
+    backpressure(d.gateway_http()).await;
 }
 
 #[tokio::test]
