@@ -146,14 +146,14 @@ pub async fn run(args: BenchAsyncArgs) -> anyhow::Result<()> {
     }
     let (results, arrivals) = watcher.await?;
     let mut e2e = Histogram::<u64>::new(3)?;
-    let (mut measured, mut lost_or_late) = (0u64, 0u64);
+    let (mut measured, mut not_seen) = (0u64, 0u64);
     for (rid, t0) in put_times.lock().iter() {
         match arrivals.get(rid) {
             Some(t) => {
                 measured += 1;
                 e2e.record(t.saturating_duration_since(*t0).as_micros().max(1) as u64)?;
             }
-            None if !args.no_watch => lost_or_late += 1,
+            None if !args.no_watch => not_seen += 1,
             None => {}
         }
     }
@@ -167,13 +167,13 @@ pub async fn run(args: BenchAsyncArgs) -> anyhow::Result<()> {
                    "puts": ok, "put_per_s": put_s, "results_per_s": result_s, "put_errors": errors,
                    "put_p50_ms": q(&hist, 0.5), "put_p99_ms": q(&hist, 0.99),
                    "e2e_measured": measured, "e2e_p50_ms": q(&e2e, 0.5), "e2e_p99_ms": q(&e2e, 0.99),
-                   "not_seen_within_2s_after_end": lost_or_late})
+                   "not_seen_within_2s_after_end": not_seen})
         );
     } else {
         println!(
             "{} c={} {}s: {:.0} put/s, {:.0} result/s; put ms p50 {:.3} p99 {:.3}; put-to-result ms p50 {:.3} p99 {:.3} ({} measured); put errors {}; puts whose result was not seen within 2 s after the end {}",
             args.url, args.concurrency, args.duration, put_s, result_s,
-            q(&hist, 0.5), q(&hist, 0.99), q(&e2e, 0.5), q(&e2e, 0.99), measured, errors, lost_or_late
+            q(&hist, 0.5), q(&hist, 0.99), q(&e2e, 0.5), q(&e2e, 0.99), measured, errors, not_seen
         );
     }
     Ok(())

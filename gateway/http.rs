@@ -78,28 +78,30 @@ pub fn router(
         ));
     }
     let app = app.layer(
-            ServiceBuilder::new()
-                .layer(middleware::from_fn(assign_request_id))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(HandleErrorLayer::new(
-                    move |Extension(id): Extension<RequestId>, err: BoxError| {
-                        let gw = Arc::clone(&state.gateway);
-                        async move { layer_error(&gw, &id, err) }
-                    },
-                ))
-                .layer(tower::timeout::TimeoutLayer::new(limits.request_timeout))
-                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                    limits.max_concurrent_requests,
-                )),
-        );
+        ServiceBuilder::new()
+            .layer(middleware::from_fn(assign_request_id))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(HandleErrorLayer::new(
+                move |Extension(id): Extension<RequestId>, err: BoxError| {
+                    let gw = Arc::clone(&state.gateway);
+                    async move { layer_error(&gw, &id, err) }
+                },
+            ))
+            .layer(tower::timeout::TimeoutLayer::new(limits.request_timeout))
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                limits.max_concurrent_requests,
+            )),
+    );
     match eas {
         // The asynchronous API bounds its own waits (a get waits at most a
         // minute, a watch lasts as long as its client), so it has no timeout.
-        Some(api) => app.merge(super::eas::router(api).layer(
-            ServiceBuilder::new()
-                .layer(middleware::from_fn(assign_request_id))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span)),
-        )),
+        Some(api) => app.merge(
+            super::eas::router(api).layer(
+                ServiceBuilder::new()
+                    .layer(middleware::from_fn(assign_request_id))
+                    .layer(TraceLayer::new_for_http().make_span_with(request_span)),
+            ),
+        ),
         None => app,
     }
 }

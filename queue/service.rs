@@ -224,7 +224,30 @@ impl QueueService {
 
     /// Depths and connected dispatchers of one queue, or all.
     pub async fn stats(&self, queue: Option<&str>) -> Result<Vec<QueueStats>, BackendError> {
-        let depths = self.backend.depth(queue).await?;
+        let mut depths = if queue.is_some_and(|q| q.starts_with(ASYNC_QUEUE_PREFIX)) {
+            Vec::new()
+        } else {
+            self.backend.depth(queue).await?
+        };
+        // Asynchronous services' input queues, named as their dispatchers'
+        // Hello names them: ready = waiting, leased = held by a consumer.
+        if let Some(aq) = &self.async_queues {
+            for (name, _, _) in aq.dispatch_queues() {
+                if queue.is_some_and(|q| q != name) {
+                    continue;
+                }
+                let service = &name[ASYNC_QUEUE_PREFIX.len()..];
+                let s = aq
+                    .store()
+                    .stats(&crate::queue::async_store::QueueRef::input(service))
+                    .await?;
+                depths.push(super::backend::QueueDepth {
+                    queue: name.clone(),
+                    ready: s.length.saturating_sub(s.held),
+                    leased: s.held,
+                });
+            }
+        }
         let sessions = self.sessions.lock();
         Ok(depths
             .into_iter()

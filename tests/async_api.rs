@@ -225,17 +225,32 @@ impl Deployment {
         let dir = TestDir::new();
         if backend == "memory" {
             let sa = standalone(&dir, &settings("memory", "", model, queue, workers));
-            return Deployment { _redis: None, _split: None, procs: vec![sa], _dir: dir };
+            return Deployment {
+                _redis: None,
+                _split: None,
+                procs: vec![sa],
+                _dir: dir,
+            };
         }
         let redis = RedisServer::start(dir.path());
         let split = Split::start(&settings("redis", &redis.addr(), model, queue, workers));
         let d = split.dispatcher("d1", 8);
         let gw = split.gateway();
-        Deployment { _redis: Some(redis), _split: Some(split), procs: vec![d, gw], _dir: dir }
+        Deployment {
+            _redis: Some(redis),
+            _split: Some(split),
+            procs: vec![d, gw],
+            _dir: dir,
+        }
     }
 
     fn gateway_http(&self) -> &str {
         self.procs[self.procs.len() - 1].addr("gateway-http")
+    }
+
+    /// The queue service's gRPC URL (split deployments).
+    fn queue_url(&self) -> Option<&str> {
+        self._split.as_ref().map(|s| s.queue_url.as_str())
     }
 }
 
@@ -531,7 +546,7 @@ async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
 
 /// Backpressure: sink max_length 10, no watcher, 50 puts; then a watcher
 /// that commits gets all 50, each once.
-async fn backpressure(gateway_http: &str) {
+async fn backpressure(gateway_http: &str, queue_url: Option<&str>) {
     let eas = Eas::new(gateway_http);
     let mut sent = BTreeSet::new();
     for i in 0..50 {
@@ -557,6 +572,26 @@ async fn backpressure(gateway_http: &str) {
         40,
         "the rest wait in the input queue"
     );
+    if let Some(url) = queue_url {
+        // Operators and autoscalers see the backlog in the queue's Stats.
+        let mut q =
+            inferq::proto::queue_service_client::QueueServiceClient::connect(url.to_string())
+                .await
+                .expect("queue gRPC");
+        let stats = q
+            .stats(inferq::proto::StatsRequest {
+                queue: format!("async:{SVC}"),
+            })
+            .await
+            .expect("stats")
+            .into_inner()
+            .queues;
+        assert_eq!(stats.len(), 1, "{stats:?}");
+        assert_eq!(
+            (stats[0].ready, stats[0].leased, stats[0].dispatchers),
+            (40, 0, 1)
+        );
+    }
 
     let mut ws = eas
         .watch("drainer", "_index_=0&_window_=5")
@@ -589,13 +624,13 @@ const BOUNDED_SINK: &str = "      sink: {max_length: 10}\n      source: {max_len
 #[tokio::test]
 async fn full_sink_pauses_dispatch_on_the_memory_backend() {
     let d = Deployment::start("memory", "/api/lr", BOUNDED_SINK, 5);
-    backpressure(d.gateway_http()).await;
+    backpressure(d.gateway_http(), d.queue_url()).await;
 }
 
 #[tokio::test]
 async fn full_sink_pauses_dispatch_on_the_redis_backend() {
     let d = Deployment::start("redis", "/api/lr", BOUNDED_SINK, 5);
-    backpressure(d.gateway_http()).await;
+    backpressure(d.gateway_http(), d.queue_url()).await;
 }
 
 #[tokio::test]
