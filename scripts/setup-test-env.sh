@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond cargo, idempotently, into .cache/:
-# redis-server (Debian package; the tests start their own on ephemeral ports,
-# never the system service), a Python venv with the independent client
+# redis-server and nginx (Debian packages; the tests start their own on
+# ephemeral ports, never the system services), a Python venv with the independent client
 # implementations (gmssl for SM2),
 # pinned and checked by sha256 (tests/python/requirements.txt).
 set -euo pipefail
@@ -15,12 +15,13 @@ need_apt=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v kill >/dev/null || need_apt+=(procps)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # Do not start Debian's redis service: tests run their own servers. (A
+  # Do not start Debian's redis or nginx service: tests run their own servers. (A
   # policy-rc.d the machine already has is left as it is.)
   own_policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then

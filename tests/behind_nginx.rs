@@ -1,0 +1,117 @@
+//! deploy/nginx-least-conn.conf as written (only its ports changed to free
+//! ones) in front of two gateways of a split deployment on Redis: the
+//! eas-prediction SDK's test module passes through nginx (puts, gets, and
+//! WebSocket watches with commits sent to whichever gateway nginx picks), and
+//! both gateways serve requests.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nginx_bin() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("nginx"))
+}
+
+#[tokio::test]
+async fn sdk_test_module_passes_through_nginx_in_front_of_two_gateways() {
+    let settings = format!(
+        "{}\nModels:\n  lr: {{Kind: lr, ApiPath: /api/lr, Coefficients: {{age: 0.02}}, Intercept: 0.1}}\n\
+         AsyncServices:\n  pmmlasync:\n    model: /api/lr\n    token: \"t0k\"\n    rpc: {{worker_threads: 8}}\n",
+        settings_yaml("", "  RedisServer: \"REDIS\"\n")
+    )
+    .replace("Backend: memory", "Backend: redis");
+    let dir = TestDir::new();
+    let redis = RedisServer::start(dir.path());
+    let split = Split::start(&settings.replace("REDIS", &redis.addr()));
+    let _d = split.dispatcher("d1", 8);
+    let gw1 = split.gateway();
+    let gw2 = split.gateway();
+
+    let conf = std::fs::read_to_string(repo_root().join("deploy/nginx-least-conn.conf"))
+        .expect("deploy/nginx-least-conn.conf");
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let conf = conf
+        .replace("127.0.0.1:5000", gw1.addr("gateway-http"))
+        .replace("127.0.0.1:5010", gw2.addr("gateway-http"))
+        .replace("127.0.0.1:5001", gw1.addr("gateway-grpc"))
+        .replace("127.0.0.1:5011", gw2.addr("gateway-grpc"))
+        .replace("listen 8080;", &format!("listen 127.0.0.1:{http_port};"))
+        .replace(
+            "listen 8081 http2;",
+            &format!("listen 127.0.0.1:{grpc_port} http2;"),
+        );
+    let d = dir.path().display();
+    let main = format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\n\
+         http {{\n  access_log {d}/nginx-access.log;\n  client_body_temp_path {d}/nb;\n  proxy_temp_path {d}/np;\n\
+           include {d}/site.conf;\n}}\n"
+    );
+    dir.write("site.conf", &conf);
+    let main_path = dir.write("nginx.conf", &main);
+    let child = Command::new(nginx_bin())
+        .args(["-c", main_path.to_str().unwrap(), "-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx not installed (scripts/setup-test-env.sh installs it)");
+    let _nginx = Nginx(child);
+    let up = wait_until(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(
+        up,
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.path().join("nginx-error.log")).unwrap_or_default()
+    );
+
+    let python = repo_root().join(".cache/venv-eas/bin/python");
+    let endpoint = format!("127.0.0.1:{http_port}");
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(python)
+            .arg(repo_root().join("tests/python/eas_sdk.py"))
+            .args(["suite", &endpoint, "pmmlasync", "t0k"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("SDK run timed out")
+    .expect("run python");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ran 9 failures 0 errors 0"), "{text}");
+    for gw in [&gw1, &gw2] {
+        let n = metric(
+            &gw.url("gateway-http", "/metrics"),
+            "inferq_gateway_requests_total",
+        )
+        .await;
+        assert!(n > 100, "both gateways serve: {n}");
+    }
+}
