@@ -835,3 +835,50 @@ async fn grpc_clients_submit_watch_and_commit() {
     }
     assert_eq!(got, rids);
 }
+
+#[tokio::test]
+async fn the_example_file_serves_pmmlasync_as_written() {
+    let dir = TestDir::new();
+    let yaml = repo_root().join("config/eas-example.yaml");
+    let sa = Proc::start(
+        "standalone",
+        dir.path(),
+        &[
+            "standalone",
+            "--yaml",
+            yaml.to_str().unwrap(),
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+        ],
+        &["gateway-http", "gateway-grpc"],
+    );
+    let base = format!("http://{}/api/predict/pmmlasync", sa.addr("gateway-http"));
+    let token = "pmmlasync-example-token";
+    let r = client()
+        .post(&base)
+        .header("Authorization", token)
+        .body(r#"[{"age": 30, "income": 5200, "clicks": 2, "tenure": 3}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let rid = r.headers()[HDR_RID].to_str().unwrap().to_string();
+    let r = client()
+        .get(format!(
+            "{base}/sink?requestId={rid}&_timeout_=10s&_auto_delete_=true"
+        ))
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let out: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    // The file's coefficients: 0.021 age - 0.00011 income + 0.35 clicks - 0.08 tenure - 0.1.
+    let p1 = sigmoid(0.021 * 30.0 - 0.00011 * 5200.0 + 0.35 * 2.0 - 0.08 * 3.0 - 0.1);
+    assert!(
+        (out[0]["p_1"].as_f64().unwrap() - p1).abs() < 1e-12,
+        "{out}"
+    );
+}
