@@ -28,7 +28,7 @@ impl AsyncQueueGrpc {
         &self,
         request: &Request<T>,
         queue: &Option<AsyncQueueRef>,
-    ) -> Result<crate::queue::async_service::ServiceSpec, Status> {
+    ) -> Result<&crate::queue::async_service::ServiceSpec, Status> {
         let service = queue
             .as_ref()
             .map(|q| q.service.as_str())
@@ -37,7 +37,7 @@ impl AsyncQueueGrpc {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.api.authorize(service, token).cloned()
+        self.api.authorize(service, token)
     }
 }
 

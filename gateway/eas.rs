@@ -98,10 +98,6 @@ impl EasApi {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
-    }
-
     /// Checks the token of `service`; the service when it passes.
     pub fn authorize(&self, service: &str, token: Option<&str>) -> Result<&ServiceSpec, Status> {
         let entry = self.services.get(service).ok_or_else(|| {
@@ -292,7 +288,7 @@ async fn route(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let spec = api.authorize(&service, token.as_deref())?.clone();
+    let spec = api.authorize(&service, token.as_deref())?;
     let queue = Some(AsyncQueueRef {
         service: service.clone(),
         sink,
@@ -300,7 +296,6 @@ async fn route(
     let (mut parts, body) = req.into_parts();
     let Query(q): Query<QueryMap> =
         Query::try_from_uri(&parts.uri).map_err(|e| bad(format!("bad query string: {e}")))?;
-    let headers = parts.headers.clone();
     match parts.method {
         Method::POST => {
             let max = spec.limits(sink).max_payload_bytes as usize;
@@ -316,7 +311,11 @@ async fn route(
                 }
             };
             api.check_put(&spec, sink, &data)?;
-            let priority = match headers.get(HEADER_PRIORITY).and_then(|v| v.to_str().ok()) {
+            let priority = match parts
+                .headers
+                .get(HEADER_PRIORITY)
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(p) => p
                     .trim()
                     .parse::<u32>()
@@ -341,10 +340,8 @@ async fn route(
             Ok(r)
         }
         Method::GET if flag(&q, "_watch_")? => {
-            let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
-                .await
-                .map_err(|e| bad(format!("a watch is a WebSocket upgrade: {e}")))?;
-            let consumer = headers
+            let consumer = parts
+                .headers
                 .get(HEADER_USER)
                 .and_then(|v| v.to_str().ok())
                 .filter(|s| !s.is_empty())
@@ -354,6 +351,9 @@ async fn route(
                     ))
                 })?
                 .to_string();
+            let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|e| bad(format!("a watch is a WebSocket upgrade: {e}")))?;
             let window = number::<u32>(&q, "_window_")?.unwrap_or(1);
             if window == 0 {
                 return Err(bad("_window_ must be at least 1"));
@@ -399,7 +399,7 @@ async fn route(
             Ok(axum::Json(body).into_response())
         }
         Method::GET => {
-            let format = ResponseFormat::of(&headers, flag(&q, "_raw_")?)?;
+            let format = ResponseFormat::of(&parts.headers, flag(&q, "_raw_")?)?;
             let index = number::<i64>(&q, "_index_")?.unwrap_or(0);
             if index < -1 {
                 return Err(bad("_index_ must be -1 (the newest) or an index"));

@@ -22,13 +22,18 @@ use super::async_store::{
     wait_for_change, AsyncStore, Completion, Item, ItemState, Negative, NewItem, QueueRef,
     QueueStats, Selector, TakeOptions,
 };
-use super::backend::{BackendError, Lease};
+use super::backend::{BackendError, Lease, QueueDepth};
 use super::session::JobSource;
 use crate::config::{AsyncServiceSettings, QueueLimits, Settings};
 use crate::proto::{job_result, Job, JobResult};
 
 /// The prefix of a `Hello.queue` that names an asynchronous service's input.
 pub const ASYNC_QUEUE_PREFIX: &str = "async:";
+
+/// The `Hello.queue` (and `Stats`) name of `service`'s input queue.
+pub fn input_queue_name(service: &str) -> String {
+    format!("{ASYNC_QUEUE_PREFIX}{service}")
+}
 
 /// The tag that carries an item's request id.
 pub const REQUEST_ID_TAG: &str = "requestId";
@@ -86,7 +91,6 @@ pub struct ServiceSpec {
     pub model: String,
     pub input: QueueLimits,
     pub sink: QueueLimits,
-    pub worker_threads: u32,
 }
 
 impl ServiceSpec {
@@ -100,7 +104,6 @@ impl ServiceSpec {
             model: s.model.clone(),
             input: limits(false)?,
             sink: limits(true)?,
-            worker_threads: s.rpc.worker_threads,
         })
     }
 
@@ -153,10 +156,6 @@ impl AsyncQueues {
             services,
             codes,
         }))
-    }
-
-    pub fn store(&self) -> &Arc<dyn AsyncStore> {
-        &self.store
     }
 
     pub fn service(&self, name: &str) -> Result<&ServiceSpec, AsyncError> {
@@ -401,36 +400,43 @@ impl AsyncQueues {
         }
     }
 
-    /// The job source of a `Dispatch` session whose Hello names `queue`, when
-    /// it names an asynchronous service.
-    pub fn input_source(self: &Arc<Self>, queue: &str) -> Option<Result<AsyncInput, String>> {
-        let name = queue.strip_prefix(ASYNC_QUEUE_PREFIX)?;
-        Some(match self.services.get(name) {
+    /// The job source of a `Dispatch` session for `service`'s input.
+    pub fn input_source(self: &Arc<Self>, service: &str) -> Result<AsyncInput, String> {
+        match self.services.get(service) {
             Some(spec) => Ok(AsyncInput {
                 queues: Arc::clone(self),
                 spec: spec.clone(),
-                queue: queue.to_string(),
+                queue: input_queue_name(service),
             }),
-            None => Err(format!("no asynchronous service {name:?} is declared")),
-        })
+            None => Err(format!("no asynchronous service {service:?} is declared")),
+        }
     }
 
-    /// The `Hello.queue` names of every service, with their models and windows.
-    pub fn dispatch_queues(&self) -> Vec<(String, String, u32)> {
-        let mut v: Vec<_> = self
+    /// Depths of the services' input queues that are on, under their
+    /// `Hello.queue` names (`only`: just that one): ready = waiting, leased =
+    /// held by a consumer.
+    pub async fn input_depths(&self, only: Option<&str>) -> Result<Vec<QueueDepth>, BackendError> {
+        let mut names: Vec<&str> = self
             .services
             .values()
             .filter(|s| s.input.enabled)
-            .map(|s| {
-                (
-                    format!("{ASYNC_QUEUE_PREFIX}{}", s.name),
-                    s.model.clone(),
-                    s.worker_threads,
-                )
-            })
+            .map(|s| s.name.as_str())
             .collect();
-        v.sort();
-        v
+        names.sort();
+        let mut depths = Vec::new();
+        for service in names {
+            let queue = input_queue_name(service);
+            if only.is_some_and(|q| q != queue) {
+                continue;
+            }
+            let s = self.store.stats(&QueueRef::input(service)).await?;
+            depths.push(QueueDepth {
+                queue,
+                ready: s.length.saturating_sub(s.held),
+                leased: s.held,
+            });
+        }
+        Ok(depths)
     }
 }
 
@@ -514,7 +520,6 @@ impl AsyncInput {
         };
         Completion {
             index,
-            request_id: rid.clone(),
             result: data.map(|data| NewItem {
                 request_id: rid,
                 tags,
@@ -527,10 +532,6 @@ impl AsyncInput {
 
 #[async_trait]
 impl JobSource for AsyncInput {
-    fn name(&self) -> &str {
-        &self.queue
-    }
-
     async fn lease(
         &self,
         consumer: &str,

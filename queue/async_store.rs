@@ -145,7 +145,6 @@ pub enum ItemState {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub index: u64,
-    pub request_id: String,
     /// None: nothing is written to the sink.
     pub result: Option<NewItem>,
 }

@@ -122,14 +122,17 @@ pub struct QueueService {
 }
 
 impl QueueService {
+    /// The service over `backend`; with `async_queues`, also serving the
+    /// asynchronous services.
     pub fn new(
         backend: Arc<dyn QueueBackend>,
         waiters: Arc<ResultWaiters>,
         opts: ServiceOptions,
+        async_queues: Option<Arc<AsyncQueues>>,
     ) -> Arc<Self> {
         Arc::new(QueueService {
             backend,
-            async_queues: None,
+            async_queues,
             waiters,
             opts,
             sessions: Mutex::new(HashMap::new()),
@@ -140,39 +143,17 @@ impl QueueService {
         &self.backend
     }
 
-    /// The same service, also serving asynchronous queues.
-    pub fn with_async(
-        backend: Arc<dyn QueueBackend>,
-        waiters: Arc<ResultWaiters>,
-        opts: ServiceOptions,
-        async_queues: Arc<AsyncQueues>,
-    ) -> Arc<Self> {
-        Arc::new(QueueService {
-            backend,
-            async_queues: Some(async_queues),
-            waiters,
-            opts,
-            sessions: Mutex::new(HashMap::new()),
-        })
-    }
-
     pub fn async_queues(&self) -> Option<&Arc<AsyncQueues>> {
         self.async_queues.as_ref()
     }
 
     /// Where a Dispatch session for `queue` takes its jobs from.
     pub(crate) fn source_for(&self, queue: &str) -> Result<Arc<dyn JobSource>, String> {
-        if queue.starts_with(ASYNC_QUEUE_PREFIX) {
-            let Some(aq) = &self.async_queues else {
-                return Err(format!(
-                    "{queue}: this queue service has no asynchronous services"
-                ));
-            };
-            return match aq.input_source(queue) {
-                Some(Ok(s)) => Ok(Arc::new(s)),
-                Some(Err(e)) => Err(e),
-                None => Err(format!("{queue}: not an asynchronous queue")),
-            };
+        if let Some(service) = queue.strip_prefix(ASYNC_QUEUE_PREFIX) {
+            let aq = self.async_queues.as_ref().ok_or_else(|| {
+                format!("{queue}: this queue service has no asynchronous services")
+            })?;
+            return Ok(Arc::new(aq.input_source(service)?));
         }
         Ok(Arc::new(BackendQueue {
             backend: Arc::clone(&self.backend),
@@ -229,24 +210,8 @@ impl QueueService {
         } else {
             self.backend.depth(queue).await?
         };
-        // Asynchronous services' input queues, named as their dispatchers'
-        // Hello names them: ready = waiting, leased = held by a consumer.
         if let Some(aq) = &self.async_queues {
-            for (name, _, _) in aq.dispatch_queues() {
-                if queue.is_some_and(|q| q != name) {
-                    continue;
-                }
-                let service = &name[ASYNC_QUEUE_PREFIX.len()..];
-                let s = aq
-                    .store()
-                    .stats(&crate::queue::async_store::QueueRef::input(service))
-                    .await?;
-                depths.push(super::backend::QueueDepth {
-                    queue: name.clone(),
-                    ready: s.length.saturating_sub(s.held),
-                    leased: s.held,
-                });
-            }
+            depths.extend(aq.input_depths(queue).await?);
         }
         let sessions = self.sessions.lock();
         Ok(depths

@@ -42,8 +42,6 @@ type Outbound = mpsc::Sender<Result<QueueMessage, Status>>;
 /// asynchronous service's input queue ([`super::async_service::AsyncInput`]).
 #[async_trait]
 pub trait JobSource: Send + Sync + 'static {
-    /// The queue's name, as in Hello.
-    fn name(&self) -> &str;
     /// Up to `max` jobs for `consumer`, waiting up to `wait` for the first.
     async fn lease(
         &self,
@@ -65,9 +63,6 @@ pub struct BackendQueue {
 
 #[async_trait]
 impl JobSource for BackendQueue {
-    fn name(&self) -> &str {
-        &self.queue
-    }
     async fn lease(
         &self,
         consumer: &str,

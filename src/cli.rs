@@ -289,7 +289,7 @@ fn queue_service(
         ..ServiceOptions::default()
     };
     if settings.async_services.is_empty() {
-        return Ok(QueueService::new(backend, waiters, opts));
+        return Ok(QueueService::new(backend, waiters, opts, None));
     }
     let store: Arc<dyn AsyncStore> = match store {
         Store::Memory => Arc::new(MemoryAsyncStore::new()),
@@ -308,11 +308,11 @@ fn queue_service(
     )
     .map_err(anyhow::Error::msg)?;
     tracing::info!(services = ?settings.async_services.keys().collect::<Vec<_>>(), "asynchronous services");
-    Ok(QueueService::with_async(
+    Ok(QueueService::new(
         backend,
         waiters,
         opts,
-        async_queues,
+        Some(async_queues),
     ))
 }
 
@@ -337,7 +337,7 @@ fn async_nodes(
             format!("{node_id}-{name}"),
             svc.rpc.worker_threads,
         );
-        opts.queue = format!("{}{name}", crate::queue::async_service::ASYNC_QUEUE_PREFIX);
+        opts.queue = crate::queue::async_service::input_queue_name(name);
         nodes.push(Arc::new(DispatcherNode::new(
             Arc::clone(models),
             opts,

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -18,17 +17,6 @@ use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 const TOKEN: &str = "test-async-token";
 const SVC: &str = "pmmlasync";
 const HDR_RID: &str = "x-eas-queueservice-request-id";
-
-/// The eas-prediction venv's python (scripts/setup-test-env.sh makes it).
-fn eas_python() -> PathBuf {
-    let p = repo_root().join(".cache/venv-eas/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/test.sh (it sets up the eas-prediction venv)",
-        p.display()
-    );
-    p
-}
 
 const COEF_AGE: f64 = 0.021;
 const COEF_INCOME: f64 = -0.00011;
@@ -190,27 +178,6 @@ fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// Runs the SDK helper with a bounded time; (exit ok, stdout).
-async fn sdk(args: &[&str], limit: Duration) -> (bool, String) {
-    let out = tokio::time::timeout(
-        limit,
-        tokio::process::Command::new(eas_python())
-            .arg(repo_root().join("tests/python/eas_sdk.py"))
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("SDK run timed out")
-    .expect("run python");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// inferq serving the test service: standalone on memory, or queue,
 /// dispatcher and gateway processes on a redis-server of its own.
 struct Deployment {
@@ -248,6 +215,10 @@ impl Deployment {
         self.procs[self.procs.len() - 1].addr("gateway-http")
     }
 
+    fn gateway_grpc(&self) -> &str {
+        self.procs[self.procs.len() - 1].addr("gateway-grpc")
+    }
+
     /// The queue service's gRPC URL (split deployments).
     fn queue_url(&self) -> Option<&str> {
         self._split.as_ref().map(|s| s.queue_url.as_str())
@@ -255,7 +226,7 @@ impl Deployment {
 }
 
 async fn sdk_suite(gateway_http: &str) {
-    let (ok, text) = sdk(
+    let (ok, text) = eas_sdk(
         &["suite", gateway_http, SVC, TOKEN],
         Duration::from_secs(180),
     )
@@ -279,9 +250,8 @@ async fn sdk_test_module_passes_on_the_redis_backend() {
 
 #[tokio::test]
 async fn subscription_example_from_the_eas_documentation_works() {
-    let dir = TestDir::new();
-    let sa = standalone(&dir, &settings("memory", "", "/api/lr", DEFAULT_QUEUE, 5));
-    let eas = Eas::new(sa.addr("gateway-http"));
+    let sa = Deployment::start("memory", "/api/lr", DEFAULT_QUEUE, 5);
+    let eas = Eas::new(sa.gateway_http());
     let mut expected = HashMap::new();
     for i in 0..10 {
         let (age, income) = (20.0 + i as f64, 1000.0 * i as f64);
@@ -293,8 +263,8 @@ async fn subscription_example_from_the_eas_documentation_works() {
             sigmoid(INTERCEPT + COEF_AGE * age + COEF_INCOME * income),
         );
     }
-    let (ok, text) = sdk(
-        &["subscribe", sa.addr("gateway-http"), SVC, TOKEN],
+    let (ok, text) = eas_sdk(
+        &["subscribe", sa.gateway_http(), SVC, TOKEN],
         Duration::from_secs(60),
     )
     .await;
@@ -322,10 +292,9 @@ async fn subscription_example_from_the_eas_documentation_works() {
 
 #[tokio::test]
 async fn http_api_answers_bad_input_with_4xx_and_stores_nothing() {
-    let dir = TestDir::new();
     let queue = "      sink: {max_payload_size: 1}\n      source: {max_length: 100}";
-    let sa = standalone(&dir, &settings("memory", "", "/api/lr", queue, 5));
-    let eas = Eas::new(sa.addr("gateway-http"));
+    let sa = Deployment::start("memory", "/api/lr", queue, 5);
+    let eas = Eas::new(sa.gateway_http());
     use reqwest::Method;
     let (_, rid) = eas.put(true, "abc").await;
     assert_eq!(eas.length(true).await, 1);
@@ -371,7 +340,7 @@ async fn http_api_answers_bad_input_with_4xx_and_stores_nothing() {
     // Unknown service.
     let url = format!(
         "http://{}/api/predict/nosuch/sink?_attrs_=true",
-        sa.addr("gateway-http")
+        sa.gateway_http()
     );
     let r = client()
         .get(url)
@@ -402,9 +371,8 @@ async fn http_api_answers_bad_input_with_4xx_and_stores_nothing() {
 
 #[tokio::test]
 async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
-    let dir = TestDir::new();
-    let sa = standalone(&dir, &settings("memory", "", "/api/lr", DEFAULT_QUEUE, 5));
-    let eas = Eas::new(sa.addr("gateway-http"));
+    let sa = Deployment::start("memory", "/api/lr", DEFAULT_QUEUE, 5);
+    let eas = Eas::new(sa.gateway_http());
     use reqwest::Method;
     let mut idx = Vec::new();
     for d in ["a", "b", "c"] {
@@ -635,10 +603,9 @@ async fn full_sink_pauses_dispatch_on_the_redis_backend() {
 
 #[tokio::test]
 async fn high_priority_items_go_first() {
-    let dir = TestDir::new();
     let queue = "      sink: {max_length: 1}\n      source: {max_length: 100}";
-    let sa = standalone(&dir, &settings("memory", "", "/api/lr", queue, 5));
-    let eas = Eas::new(sa.addr("gateway-http"));
+    let sa = Deployment::start("memory", "/api/lr", queue, 5);
+    let eas = Eas::new(sa.gateway_http());
     // A full sink holds the input back.
     let (blocker, _) = eas.put(true, "blocker").await;
     let mut normal = Vec::new();
@@ -761,9 +728,8 @@ async fn grpc_clients_submit_watch_and_commit() {
         async_commit_request::Kind, AsyncCommitRequest, AsyncPutRequest, AsyncQueueRef,
         AsyncWatchRequest,
     };
-    let dir = TestDir::new();
-    let sa = standalone(&dir, &settings("memory", "", "/api/lr", DEFAULT_QUEUE, 5));
-    let mut c = AsyncQueueClient::connect(format!("http://{}", sa.addr("gateway-grpc")))
+    let sa = Deployment::start("memory", "/api/lr", DEFAULT_QUEUE, 5);
+    let mut c = AsyncQueueClient::connect(format!("http://{}", sa.gateway_grpc()))
         .await
         .expect("connect");
     let input = Some(AsyncQueueRef {

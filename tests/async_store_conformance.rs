@@ -227,17 +227,14 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
             &[
                 Completion {
                     index: h1,
-                    request_id: "rid-h1".into(),
                     result: Some(result("rid-h1", "H")),
                 },
                 Completion {
                     index: n1,
-                    request_id: "rid-n1".into(),
                     result: None,
                 },
                 Completion {
                     index: 424_242,
-                    request_id: "gone".into(),
                     result: Some(result("gone", "G")),
                 },
             ],

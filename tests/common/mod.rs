@@ -543,3 +543,32 @@ pub fn redis_command(port: u16, args: &[&str]) -> Option<String> {
     let text = String::from_utf8_lossy(&buf[..n]).to_string();
     Some(text.lines().next().unwrap_or_default().to_string())
 }
+
+/// Runs `tests/python/eas_sdk.py ARGS` with the eas-prediction venv's python
+/// (scripts/setup-test-env.sh makes it), for at most `limit`; whether it
+/// exited 0, and its stdout and stderr.
+pub async fn eas_sdk(args: &[&str], limit: Duration) -> (bool, String) {
+    let python = repo_root().join(".cache/venv-eas/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/test.sh (it sets up the eas-prediction venv)",
+        python.display()
+    );
+    let out = tokio::time::timeout(
+        limit,
+        tokio::process::Command::new(python)
+            .arg(repo_root().join("tests/python/eas_sdk.py"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("SDK run timed out")
+    .expect("run python");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
