@@ -50,7 +50,7 @@ impl AsyncQueue for AsyncQueueGrpc {
         let spec = self.authorize(&request, &request.get_ref().queue)?;
         let r = request.into_inner();
         let sink = r.queue.as_ref().is_some_and(|q| q.sink);
-        self.api.check_put(&spec, sink, &r.data)?;
+        self.api.check_put(spec, sink, &r.data)?;
         Ok(Response::new(self.api.link().put(r).await?))
     }
 

@@ -310,7 +310,7 @@ async fn route(
                     return Err(bad(format!("could not read the body: {e}")))
                 }
             };
-            api.check_put(&spec, sink, &data)?;
+            api.check_put(spec, sink, &data)?;
             let priority = match parts
                 .headers
                 .get(HEADER_PRIORITY)
