@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::proto::AsyncItem;
+use inferq::proto::AsyncItem;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchAsyncArgs {

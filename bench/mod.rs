@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use sm2::dsa::SigningKey;
 
-use crate::gateway::signature::{self, Canonical};
+use inferq::gateway::signature::{self, Canonical};
 
 pub mod async_load;
 pub mod model;

@@ -11,8 +11,8 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::config::Settings;
-use crate::model_zoo::{InitContext, ModelSet, Params};
+use inferq::config::Settings;
+use inferq::model_zoo::{InitContext, ModelSet, Params};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchModelArgs {
@@ -38,7 +38,7 @@ pub fn run(settings: &Settings, args: BenchModelArgs) -> anyhow::Result<()> {
         .models
         .get(&args.model)
         .with_context(|| format!("no model {:?} under Models", args.model))?;
-    let models = crate::model_zoo::from_settings(&Settings {
+    let models = inferq::model_zoo::from_settings(&Settings {
         models: [(args.model.clone(), spec.clone())].into_iter().collect(),
         ..settings.clone()
     })

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::node::{answer, model_answer};
+use super::answer::{answer, model_answer};
 use crate::model_zoo::{BatchCost, BatchPolicy, Model, ModelError, Params};
 use crate::proto::{unix_ms_now, Job, JobResult};
 
@@ -330,5 +330,119 @@ mod tests {
         // An anchor over the budget alone still runs (alone).
         let mut w = waiting(&[(4, 500), (1, 1)]);
         assert_eq!(ids(&pick_batch(&mut w, &policy)), ["j0"]);
+    }
+
+    /// Records the size of every batch it runs; echoes each job.
+    struct Recorder(parking_lot::Mutex<Vec<usize>>);
+
+    impl Model for Recorder {
+        fn api_path(&self) -> &str {
+            "/api/rec"
+        }
+        fn infer(&self, _id: &str, p: Params) -> Result<Params, ModelError> {
+            Ok(p)
+        }
+        fn infer_batch(&self, jobs: Vec<(String, Params)>) -> Vec<Result<Params, ModelError>> {
+            self.0.lock().push(jobs.len());
+            jobs.into_iter().map(|(_, p)| Ok(p)).collect()
+        }
+    }
+
+    fn job(id: &str) -> Job {
+        Job {
+            request_id: id.into(),
+            api_path: "/api/rec".into(),
+            params_json: b"{}".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// Runs `n` jobs submitted while the only slot is taken, then freed.
+    async fn batches_of(n: usize, max_batch_size: usize) -> Vec<usize> {
+        let model = Arc::new(Recorder(Default::default()));
+        let slots = Arc::new(Semaphore::new(1));
+        let policy = BatchPolicy {
+            max_batch_size,
+            max_queue_delay: Duration::from_millis(5),
+            max_batch_tokens: 1 << 20,
+        };
+        let codes = BatchCodes {
+            expired: 9997,
+            infer_fail: 9998,
+        };
+        let batcher = Batcher::start(model.clone(), policy, Arc::clone(&slots), codes);
+        let busy = Arc::clone(&slots).acquire_owned().await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for i in 0..n {
+            batcher.submit(job(&format!("j{i}")), tx.clone());
+        }
+        tokio::task::yield_now().await;
+        drop(busy);
+        let mut answered = 0;
+        while answered < n {
+            let r = rx.recv().await.expect("every job is answered");
+            assert!(matches!(
+                r.outcome,
+                Some(crate::proto::job_result::Outcome::OutputJson(_))
+            ));
+            answered += 1;
+        }
+        let sizes = model.0.lock().clone();
+        sizes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_that_wait_for_the_model_run_together_within_the_size() {
+        assert_eq!(batches_of(3, 8).await, [3]);
+        assert_eq!(batches_of(5, 2).await, [2, 2, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_job_does_not_wait_for_company() {
+        let model = Arc::new(Recorder(Default::default()));
+        let policy = BatchPolicy {
+            max_batch_size: 8,
+            max_queue_delay: Duration::from_secs(10),
+            max_batch_tokens: 1 << 20,
+        };
+        let codes = BatchCodes {
+            expired: 9997,
+            infer_fail: 9998,
+        };
+        let batcher = Batcher::start(model.clone(), policy, Arc::new(Semaphore::new(1)), codes);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        batcher.submit(job("alone"), tx);
+        rx.recv().await.expect("answered");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(model.0.lock().as_slice(), [1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_job_is_answered_and_not_run() {
+        let model = Arc::new(Recorder(Default::default()));
+        let policy = BatchPolicy {
+            max_batch_size: 8,
+            max_queue_delay: Duration::ZERO,
+            max_batch_tokens: 1 << 20,
+        };
+        let codes = BatchCodes {
+            expired: 9997,
+            infer_fail: 9998,
+        };
+        let batcher = Batcher::start(model.clone(), policy, Arc::new(Semaphore::new(1)), codes);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut late = job("late");
+        late.deadline_unix_ms = unix_ms_now() - 1;
+        batcher.submit(late, tx);
+        match rx.recv().await.expect("answered").outcome {
+            Some(crate::proto::job_result::Outcome::Error(e)) => assert_eq!(e.code, 9997),
+            other => panic!("{other:?}"),
+        }
+        assert!(model.0.lock().is_empty());
     }
 }

@@ -1,51 +1,18 @@
-//! How a dispatcher reaches the queue's `Dispatch` stream.
+//! [`RemoteDispatchLink`]: the dispatcher's link to the queue's `Dispatch`
+//! stream over gRPC. `standalone` links in process instead
+//! (`crate::standalone`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::Status;
 
 use crate::proto::queue_service_client::QueueServiceClient;
-use crate::proto::{DispatcherMessage, QueueMessage};
-use crate::queue::QueueService;
-
-pub type Inbound = BoxStream<'static, Result<QueueMessage, Status>>;
-
-#[async_trait]
-pub trait DispatchLink: Send + Sync + 'static {
-    /// Opens a Dispatch stream that sends what `outbound` yields.
-    async fn open(
-        &self,
-        outbound: tokio::sync::mpsc::Receiver<DispatcherMessage>,
-    ) -> Result<Inbound, Status>;
-
-    /// Where it connects, for logs.
-    fn describe(&self) -> String;
-}
-
-/// In-process link to a [`QueueService`] (standalone): same messages, no sockets.
-pub struct LocalDispatchLink(pub Arc<QueueService>);
-
-#[async_trait]
-impl DispatchLink for LocalDispatchLink {
-    async fn open(
-        &self,
-        outbound: tokio::sync::mpsc::Receiver<DispatcherMessage>,
-    ) -> Result<Inbound, Status> {
-        let inbound = ReceiverStream::new(outbound).map(Ok).boxed();
-        Ok(ReceiverStream::new(self.0.dispatch(inbound)).boxed())
-    }
-
-    fn describe(&self) -> String {
-        "in-process queue".into()
-    }
-}
+use crate::proto::{DispatchLink, DispatcherMessage, Inbound};
 
 /// gRPC link; each `open` connects afresh, trying the endpoints in turn.
 pub struct RemoteDispatchLink {

@@ -1,14 +1,18 @@
 //! The dispatcher: a node that holds models and runs the jobs the queue sends.
+//! It reaches the queue only through [`crate::proto::DispatchLink`].
 //!
-//! - [`link`]: how the node reaches the queue's `Dispatch` stream: over gRPC
-//!   ([`RemoteDispatchLink`]) or in process for `standalone` ([`LocalDispatchLink`]).
 //! - [`node`]: [`DispatcherNode`]: Hello, the credit window, running `Infer` on
-//!   blocking threads, reconnecting with backoff, draining on SIGTERM.
-//! - [`batcher`]: dynamic batching for models that ask for it.
+//!   blocking threads, reconnecting with backoff, draining on SIGTERM;
+//! - [`batcher`]: dynamic batching for models that ask for it;
+//! - [`answer`]: a job's outcome as its result on the stream;
+//! - [`nodes`]: the nodes a dispatcher process runs, from the settings;
+//! - [`link`]: [`RemoteDispatchLink`], the gRPC client of the Dispatch stream.
 
+pub mod answer;
 pub mod batcher;
 pub mod link;
 pub mod node;
+pub mod nodes;
 
-pub use link::{DispatchLink, LocalDispatchLink, RemoteDispatchLink};
+pub use link::RemoteDispatchLink;
 pub use node::{DispatcherNode, NodeOptions};

@@ -18,14 +18,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::answer::{answer, model_answer};
 use super::batcher::{BatchCodes, Batcher};
-use super::link::DispatchLink;
 use crate::backoff::Backoff;
 use crate::metrics;
 use crate::model_zoo::{ModelError, ModelSet, Params};
 use crate::proto::{
-    dispatcher_message, queue_message, unix_ms_now, DispatcherMessage, Drain, Hello, Job,
-    JobResult, QueueMessage,
+    dispatcher_message, queue_message, unix_ms_now, DispatchLink, DispatcherMessage, Drain, Hello,
+    Job, JobResult, QueueMessage,
 };
 
 /// How a node identifies itself and behaves.
@@ -226,8 +226,8 @@ impl DispatcherNode {
         let Some(model) = self.models.get(&job.api_path) else {
             return Ok(job);
         };
-        let checked = crate::queue::async_service::payload_params(&job.params_json)
-            .map_err(crate::model_zoo::ModelError::new)
+        let checked = crate::proto::eas::payload_params(&job.params_json)
+            .map_err(|e| ModelError::new(e.to_string()))
             .and_then(|p| model.check(p));
         let params = checked.map_err(|e| {
             JobResult::error(
@@ -301,31 +301,4 @@ impl DispatcherNode {
             .instrument(span),
         );
     }
-}
-
-/// A job's answer from its model's output: the output as JSON, or the model's
-/// error with its code (InferFail when it gave none).
-pub(super) fn model_answer(
-    request_id: &str,
-    out: Result<Params, ModelError>,
-    infer_fail: i32,
-) -> JobResult {
-    match out {
-        Ok(params) => match serde_json::to_vec(&params) {
-            Ok(bytes) => JobResult::output(request_id, bytes),
-            Err(e) => JobResult::error(
-                request_id,
-                infer_fail,
-                format!("output not serialisable: {e}"),
-            ),
-        },
-        Err(e) => JobResult::error(request_id, e.code.unwrap_or(infer_fail), e.message),
-    }
-}
-
-/// Sends a job's answer to its session and counts the job done.
-pub(super) fn answer(done: &mpsc::UnboundedSender<JobResult>, result: JobResult) {
-    metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
-    metrics::DISPATCHER_JOBS_DONE.inc();
-    let _ = done.send(result);
 }

@@ -9,7 +9,7 @@ use sm2::dsa::VerifyingKey;
 use super::envelope::{Envelope, FieldError};
 use super::signature;
 use crate::codes::ErrorKind;
-use crate::config::ApiSettings;
+use crate::config::{ApiSettings, KeyError};
 
 pub struct Authenticator {
     secrets: HashMap<String, String>,
@@ -21,11 +21,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Builds the authenticator; a malformed key is a start-up error naming it.
-    pub fn new(api: &ApiSettings) -> Result<Self, String> {
+    pub fn new(api: &ApiSettings) -> Result<Self, KeyError> {
         let shared_sm2 = match api.sm2_private_key.as_deref() {
             Some(k) if !k.trim().is_empty() => Some(
                 signature::sm2_signing_key(k)
-                    .map_err(|e| format!("API.SM2PrivateKey: {e}"))?
+                    .map_err(|e| KeyError::new("API.SM2PrivateKey", e.to_string()))?
                     .verifying_key()
                     .clone(),
             ),
@@ -34,7 +34,7 @@ impl Authenticator {
         let mut per_app_sm2 = HashMap::new();
         for (app, key) in &api.sm2_public_keys {
             let vk = signature::sm2_verifying_key(key)
-                .map_err(|e| format!("API.SM2PublicKeys.{app}: {e}"))?;
+                .map_err(|e| KeyError::new(format!("API.SM2PublicKeys.{app}"), e.to_string()))?;
             per_app_sm2.insert(app.clone(), vk);
         }
         Ok(Authenticator {

@@ -12,12 +12,11 @@ use serde_json::{Map, Value};
 
 use super::auth::Authenticator;
 use super::envelope::Envelope;
-use super::queue_link::QueueLink;
 use crate::codes::{CodeTable, ErrorKind};
-use crate::config::Settings;
+use crate::config::{KeyError, Settings};
 use crate::model_zoo::{ModelSet, Params};
 use crate::proto::{job_result, unix_ms_now, Job};
-use crate::queue::CallError;
+use crate::proto::{CallError, QueueLink};
 
 /// A request that gets an error answer: the code and message the client sees.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +42,7 @@ impl Gateway {
         settings: &Settings,
         models: ModelSet,
         link: Arc<dyn QueueLink>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, KeyError> {
         let queues = (0..settings.server.request_queue_amount)
             .map(|n| settings.server.queue(n))
             .collect();

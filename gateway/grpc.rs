@@ -182,7 +182,7 @@ pub async fn serve(
         .add_service(PredictServer::new(PredictGrpc::new(gateway)))
         .add_optional_service(eas.map(|api| {
             crate::proto::async_queue_server::AsyncQueueServer::new(
-                super::async_grpc::AsyncQueueGrpc::new(api),
+                super::eas::grpc::EasQueueGrpc::new(api),
             )
         }))
         .serve_with_incoming_shutdown(crate::serve::nodelay_incoming(listener), shutdown)

@@ -11,25 +11,22 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri};
-use axum::middleware::{self, Next};
+use axum::middleware::{self};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Extension, Router};
-use http_body_util::BodyExt;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 use super::core::{Failure, Gateway};
+use super::eas::{self, EasApi};
 use super::envelope::{failure_body, success_body};
-use super::new_request_id;
+use super::openai::{self, OpenAiApi};
+use super::request::{assign_request_id, read_limited, request_span, BodyError, RequestId};
 use crate::codes::ErrorKind;
 use crate::metrics;
-
-/// The id of the request being served, set by the first layer.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
 
 #[derive(Clone)]
 struct AppState {
@@ -46,15 +43,11 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
 }
 
-/// Bodies up to this many times the limit are read and dropped before the 413
-/// answer; larger ones are answered at once and the connection closed.
-const DRAIN_FACTOR: usize = 16;
-
 pub fn router(
     gateway: Arc<Gateway>,
     limits: HttpLimits,
-    openai: Option<super::openai::OpenAiApi>,
-    eas: Option<super::eas::EasApi>,
+    openai: Option<OpenAiApi>,
+    eas: Option<EasApi>,
 ) -> Router {
     let state = AppState {
         gateway: Arc::clone(&gateway),
@@ -71,7 +64,7 @@ pub fn router(
         .method_not_allowed_fallback(unknown_path)
         .with_state(state.clone());
     if let Some(api) = openai {
-        app = app.merge(super::openai::router(
+        app = app.merge(openai::router(
             Arc::clone(&gateway),
             api,
             limits.max_body_bytes,
@@ -96,7 +89,7 @@ pub fn router(
         // The asynchronous API bounds its own waits (a get waits at most a
         // minute, a watch lasts as long as its client), so it has no timeout.
         Some(api) => app.merge(
-            super::eas::router(api).layer(
+            eas::router(api).layer(
                 ServiceBuilder::new()
                     .layer(middleware::from_fn(assign_request_id))
                     .layer(TraceLayer::new_for_http().make_span_with(request_span)),
@@ -104,26 +97,6 @@ pub fn router(
         ),
         None => app,
     }
-}
-
-/// The span of one request, with the id `assign_request_id` gave it.
-fn request_span(req: &Request) -> tracing::Span {
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| Arc::from(""));
-    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-}
-
-async fn assign_request_id(mut req: Request, next: Next) -> Response {
-    let id: Arc<str> = Arc::from(new_request_id());
-    req.extensions_mut().insert(RequestId(Arc::clone(&id)));
-    let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
 }
 
 fn layer_error(gw: &Gateway, id: &RequestId, err: BoxError) -> Response {
@@ -185,38 +158,6 @@ async fn unknown_path(
     metrics::GATEWAY_ERRORS.inc();
     let f = state.gateway.fail(ErrorKind::UnknownApiPath, uri.path());
     envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg))
-}
-
-pub(crate) enum BodyError {
-    TooLarge,
-    Read(String),
-}
-
-/// Reads at most `max` bytes. A larger body is read on (and dropped) up to
-/// `DRAIN_FACTOR * max`, so the client gets the 413 answer.
-pub(crate) async fn read_limited(body: Body, max: usize) -> Result<bytes::Bytes, BodyError> {
-    let mut body = body;
-    let mut buf = bytes::BytesMut::new();
-    let mut seen = 0usize;
-    let drain_cap = max.saturating_mul(DRAIN_FACTOR);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            seen = seen.saturating_add(data.len());
-            if seen > max {
-                if seen > drain_cap {
-                    return Err(BodyError::TooLarge);
-                }
-                continue;
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    if seen > max {
-        Err(BodyError::TooLarge)
-    } else {
-        Ok(buf.freeze())
-    }
 }
 
 fn envelope_response(status: StatusCode, body: serde_json::Value) -> Response {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::core::{Failure, Gateway};
-use super::http::{read_limited, RequestId};
+use super::request::{read_limited, RequestId};
 use crate::codes::ErrorKind;
 use crate::metrics;
 use crate::model_zoo::Params;

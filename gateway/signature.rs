@@ -107,30 +107,41 @@ pub fn sm2_verify(key: &VerifyingKey, signed: &str, sig: &Signature) -> bool {
     key.verify(signed.as_bytes(), sig).is_ok()
 }
 
+/// Why an SM2 key in the settings cannot be used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum Sm2KeyError {
+    #[error("not base64: {0}")]
+    NotBase64(String),
+    #[error("neither hex nor base64")]
+    NotHexOrBase64,
+    #[error("not a valid SM2 private key")]
+    InvalidPrivateKey,
+    #[error("SM2 key: {0}")]
+    Signing(String),
+    #[error("not a valid SM2 public key point")]
+    InvalidPublicKey,
+}
+
 /// The signing key for go-infer's `SM2PrivateKey` (base64 of the 32-byte scalar).
-pub fn sm2_signing_key(private_b64: &str) -> Result<SigningKey, String> {
+pub fn sm2_signing_key(private_b64: &str) -> Result<SigningKey, Sm2KeyError> {
     let raw = B64
         .decode(private_b64.trim())
-        .map_err(|e| format!("not base64: {e}"))?;
-    let secret =
-        sm2::SecretKey::from_slice(&raw).map_err(|_| "not a valid SM2 private key".to_string())?;
-    SigningKey::new(SM2_DEFAULT_ID, &secret).map_err(|e| format!("SM2 key: {e}"))
+        .map_err(|e| Sm2KeyError::NotBase64(e.to_string()))?;
+    let secret = sm2::SecretKey::from_slice(&raw).map_err(|_| Sm2KeyError::InvalidPrivateKey)?;
+    SigningKey::new(SM2_DEFAULT_ID, &secret).map_err(|e| Sm2KeyError::Signing(e.to_string()))
 }
 
 /// A verifying key from a SEC1 point (`04‖x‖y`, or `x‖y`), hex or base64.
-pub fn sm2_verifying_key(public: &str) -> Result<VerifyingKey, String> {
+pub fn sm2_verifying_key(public: &str) -> Result<VerifyingKey, Sm2KeyError> {
     let t = public.trim();
     let mut raw = match hex::decode(t) {
         Ok(b) => b,
-        Err(_) => B64
-            .decode(t)
-            .map_err(|_| "neither hex nor base64".to_string())?,
+        Err(_) => B64.decode(t).map_err(|_| Sm2KeyError::NotHexOrBase64)?,
     };
     if raw.len() == 64 {
         raw.insert(0, 0x04);
     }
-    VerifyingKey::from_sec1_bytes(SM2_DEFAULT_ID, &raw)
-        .map_err(|_| "not a valid SM2 public key point".to_string())
+    VerifyingKey::from_sec1_bytes(SM2_DEFAULT_ID, &raw).map_err(|_| Sm2KeyError::InvalidPublicKey)
 }
 
 // ---- rendering ----

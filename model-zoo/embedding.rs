@@ -32,10 +32,10 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::config::models::{BatchSettings, EmbeddingSettings, Pooling};
 use ort::session::{Session, SessionInputValue};
 use ort::value::Tensor;
 use parking_lot::Mutex;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -48,95 +48,12 @@ use crate::codes::{CodeTable, ErrorKind};
 pub const DEFAULT_MODEL: &str = ".cache/models/all-minilm-l6-v2/model.onnx";
 pub const DEFAULT_TOKENIZER: &str = ".cache/models/all-minilm-l6-v2/tokenizer.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    Mean,
-    Cls,
-}
-
-/// Dynamic batching settings of a model.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BatchSettings {
-    #[serde(rename = "MaxBatchSize")]
-    pub max_batch_size: usize,
-    #[serde(rename = "MaxQueueDelayUs")]
-    pub max_queue_delay_us: u64,
-    #[serde(rename = "MaxBatchTokens")]
-    pub max_batch_tokens: usize,
-}
-
-impl Default for BatchSettings {
-    fn default() -> Self {
-        BatchSettings {
-            max_batch_size: 32,
-            max_queue_delay_us: 2000,
-            max_batch_tokens: 8192,
-        }
-    }
-}
-
 impl BatchSettings {
     pub fn policy(&self) -> BatchPolicy {
         BatchPolicy {
             max_batch_size: self.max_batch_size.max(1),
             max_queue_delay: Duration::from_micros(self.max_queue_delay_us),
             max_batch_tokens: self.max_batch_tokens.max(1),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EmbeddingSettings {
-    #[serde(rename = "Kind")]
-    pub kind: String,
-    #[serde(rename = "ApiPath")]
-    pub api_path: String,
-    #[serde(rename = "Model")]
-    pub model: String,
-    #[serde(rename = "Tokenizer")]
-    pub tokenizer: String,
-    /// Name of the model output holding token vectors [batch, seq, dim].
-    #[serde(rename = "Output")]
-    pub output: String,
-    #[serde(rename = "MaxLength")]
-    pub max_length: usize,
-    #[serde(rename = "Truncate")]
-    pub truncate: bool,
-    #[serde(rename = "Pooling")]
-    pub pooling: Pooling,
-    #[serde(rename = "Normalize")]
-    pub normalize: bool,
-    #[serde(rename = "IntraThreads")]
-    pub intra_threads: usize,
-    /// ONNX Runtime sessions, so that this many batches can run at once (set
-    /// `Server.InferThreads` to match).
-    #[serde(rename = "Sessions")]
-    pub sessions: usize,
-    #[serde(rename = "MaxTextsPerRequest")]
-    pub max_texts_per_request: usize,
-    #[serde(rename = "Batch")]
-    pub batch: BatchSettings,
-}
-
-impl Default for EmbeddingSettings {
-    fn default() -> Self {
-        EmbeddingSettings {
-            kind: "embedding".into(),
-            api_path: "/api/embedding".into(),
-            model: String::new(),
-            tokenizer: String::new(),
-            output: "last_hidden_state".into(),
-            max_length: 256,
-            truncate: true,
-            pooling: Pooling::Mean,
-            normalize: true,
-            intra_threads: 0,
-            sessions: 1,
-            max_texts_per_request: 256,
-            batch: BatchSettings::default(),
         }
     }
 }

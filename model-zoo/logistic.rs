@@ -20,26 +20,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use crate::config::models::LogisticSettings;
 use serde_json::{json, Value};
 
 use super::{Model, ModelError, Params};
 
 /// The most instances in one request.
 pub const MAX_INSTANCES: usize = 10_000;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogisticSettings {
-    #[serde(rename = "Kind")]
-    pub kind: String,
-    #[serde(rename = "ApiPath")]
-    pub api_path: String,
-    #[serde(rename = "Coefficients")]
-    pub coefficients: BTreeMap<String, f64>,
-    #[serde(rename = "Intercept", default)]
-    pub intercept: f64,
-}
 
 #[derive(Debug, Clone)]
 pub struct Logistic {
@@ -141,7 +128,6 @@ mod tests {
         Logistic::new(
             "lr",
             LogisticSettings {
-                kind: "lr".into(),
                 api_path: "/api/lr".into(),
                 coefficients: [("a".to_string(), 2.0), ("b".to_string(), -1.0)].into(),
                 intercept: 0.5,

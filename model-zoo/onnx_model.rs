@@ -21,24 +21,15 @@
 
 use std::borrow::Cow;
 
+use crate::config::models::{Dtype, InputSpec, OnnxSettings};
 use base64::Engine;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use parking_lot::Mutex;
-use serde::Deserialize;
 use serde_json::{Number, Value};
 
 use super::model::{InitContext, Model, ModelError, Params};
 use super::onnx_runtime;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    Float32,
-    Float64,
-    Int32,
-    Int64,
-}
 
 impl Dtype {
     fn width(self) -> usize {
@@ -56,35 +47,6 @@ impl Dtype {
             Dtype::Int64 => TensorElementType::Int64,
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputSpec {
-    #[serde(rename = "Name")]
-    pub name: String,
-    #[serde(rename = "Dtype")]
-    pub dtype: Dtype,
-    /// Dimensions; -1 for any size.
-    #[serde(rename = "Shape")]
-    pub shape: Vec<i64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OnnxSettings {
-    #[serde(rename = "Kind")]
-    pub kind: String,
-    #[serde(rename = "ApiPath")]
-    pub api_path: String,
-    #[serde(rename = "Model")]
-    pub model: String,
-    #[serde(rename = "IntraThreads", default)]
-    pub intra_threads: usize,
-    #[serde(rename = "Inputs")]
-    pub inputs: Vec<InputSpec>,
-    #[serde(rename = "Outputs", default)]
-    pub outputs: Vec<String>,
 }
 
 /// An input's values, flattened, with its shape.
@@ -312,20 +274,28 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// A nested array that is not of the declared shape.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ShapeError(String);
+
 /// Walks a nested array that must be rectangular with `shape`.
 fn collect<'a>(
     v: &'a Value,
     shape: &[usize],
     depth: usize,
     out: &mut Vec<&'a Number>,
-) -> Result<(), String> {
+) -> Result<(), ShapeError> {
     if depth == shape.len() {
         return match v {
             Value::Number(n) => {
                 out.push(n);
                 Ok(())
             }
-            other => Err(format!("expected a number, got {}", short(other))),
+            other => Err(ShapeError(format!(
+                "expected a number, got {}",
+                short(other)
+            ))),
         };
     }
     match v {
@@ -335,15 +305,15 @@ fn collect<'a>(
             }
             Ok(())
         }
-        Value::Array(a) => Err(format!(
+        Value::Array(a) => Err(ShapeError(format!(
             "not rectangular: a list of {} where {} was expected at depth {depth}",
             a.len(),
             shape[depth]
-        )),
-        other => Err(format!(
+        ))),
+        other => Err(ShapeError(format!(
             "expected a list at depth {depth}, got {}",
             short(other)
-        )),
+        ))),
     }
 }
 

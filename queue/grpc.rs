@@ -10,10 +10,10 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::async_api::{self, ItemStream};
-use super::async_service::AsyncQueues;
+use super::eas::{api, EasQueues};
 use super::service::QueueService;
 use crate::proto::queue_service_server::{self, QueueServiceServer};
+use crate::proto::ItemStream;
 use crate::proto::{
     AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply, AsyncCommitRequest,
     AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest, AsyncSearchReply,
@@ -30,9 +30,9 @@ impl QueueGrpc {
         QueueGrpc { service }
     }
 
-    fn async_queues(&self) -> Result<&Arc<AsyncQueues>, Status> {
+    fn eas(&self) -> Result<&Arc<EasQueues>, Status> {
         self.service
-            .async_queues()
+            .eas()
             .ok_or_else(|| Status::not_found("no asynchronous services are declared"))
     }
 }
@@ -77,39 +77,33 @@ impl queue_service_server::QueueService for QueueGrpc {
         &self,
         request: Request<AsyncPutRequest>,
     ) -> Result<Response<AsyncPutReply>, Status> {
-        let aq = self.async_queues()?;
-        Ok(Response::new(
-            async_api::put(aq, request.into_inner()).await?,
-        ))
+        let aq = self.eas()?;
+        Ok(Response::new(api::put(aq, request.into_inner()).await?))
     }
 
     async fn async_get(
         &self,
         request: Request<AsyncGetRequest>,
     ) -> Result<Response<AsyncGetReply>, Status> {
-        let aq = self.async_queues()?;
-        Ok(Response::new(
-            async_api::get(aq, request.into_inner()).await?,
-        ))
+        let aq = self.eas()?;
+        Ok(Response::new(api::get(aq, request.into_inner()).await?))
     }
 
     async fn async_commit(
         &self,
         request: Request<AsyncCommitRequest>,
     ) -> Result<Response<AsyncCommitReply>, Status> {
-        let aq = self.async_queues()?;
-        Ok(Response::new(
-            async_api::commit(aq, request.into_inner()).await?,
-        ))
+        let aq = self.eas()?;
+        Ok(Response::new(api::commit(aq, request.into_inner()).await?))
     }
 
     async fn async_attributes(
         &self,
         request: Request<AsyncAttributesRequest>,
     ) -> Result<Response<AsyncAttributesReply>, Status> {
-        let aq = self.async_queues()?;
+        let aq = self.eas()?;
         Ok(Response::new(
-            async_api::attributes(aq, request.into_inner()).await?,
+            api::attributes(aq, request.into_inner()).await?,
         ))
     }
 
@@ -117,10 +111,8 @@ impl queue_service_server::QueueService for QueueGrpc {
         &self,
         request: Request<AsyncSearchRequest>,
     ) -> Result<Response<AsyncSearchReply>, Status> {
-        let aq = self.async_queues()?;
-        Ok(Response::new(
-            async_api::search(aq, request.into_inner()).await?,
-        ))
+        let aq = self.eas()?;
+        Ok(Response::new(api::search(aq, request.into_inner()).await?))
     }
 
     type AsyncWatchStream = ItemStream;
@@ -129,10 +121,8 @@ impl queue_service_server::QueueService for QueueGrpc {
         &self,
         request: Request<AsyncWatchRequest>,
     ) -> Result<Response<Self::AsyncWatchStream>, Status> {
-        let aq = self.async_queues()?;
-        Ok(Response::new(
-            async_api::watch(aq, request.into_inner()).await?,
-        ))
+        let aq = self.eas()?;
+        Ok(Response::new(api::watch(aq, request.into_inner()).await?))
     }
 }
 

@@ -24,11 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::Instrument;
 
-use async_trait::async_trait;
-
-use super::backend::{BackendError, Lease, QueueBackend};
 use super::credit::CreditWindow;
-use super::service::{QueueService, SessionInfo};
+use super::registry::{SessionInfo, SessionRegistry};
+use super::source::{JobSource, Lease, SourceError};
 use crate::backoff::Backoff;
 use crate::metrics;
 use crate::proto::{
@@ -38,54 +36,43 @@ use crate::proto::{
 
 type Outbound = mpsc::Sender<Result<QueueMessage, Status>>;
 
-/// Where a session's jobs come from: a job queue of the backend, or an
-/// asynchronous service's input queue ([`super::async_service::AsyncInput`]).
-#[async_trait]
-pub trait JobSource: Send + Sync + 'static {
-    /// Up to `max` jobs for `consumer`, waiting up to `wait` for the first.
-    async fn lease(
-        &self,
-        consumer: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Lease>, BackendError>;
-    /// Stores results; all or nothing.
-    async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), BackendError>;
-    /// Returns the consumer's jobs to the queue; how many.
-    async fn release(&self, consumer: &str) -> Result<usize, BackendError>;
-}
-
-/// A job queue of the backend.
-pub struct BackendQueue {
-    pub backend: Arc<dyn QueueBackend>,
-    pub queue: String,
-}
-
-#[async_trait]
-impl JobSource for BackendQueue {
-    async fn lease(
-        &self,
-        consumer: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Lease>, BackendError> {
-        self.backend.lease(&self.queue, consumer, max, wait).await
-    }
-    async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), BackendError> {
-        self.backend.complete_batch(done).await
-    }
-    async fn release(&self, consumer: &str) -> Result<usize, BackendError> {
-        self.backend.release(&self.queue, consumer).await
-    }
-}
 type InHand = Arc<Mutex<HashMap<String, Lease>>>;
 
-pub(crate) async fn run(
-    service: Arc<QueueService>,
+/// How sessions behave.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// How long one lease request waits for a job before it is renewed.
+    pub lease_wait: Duration,
+    /// Code for jobs dropped because their caller's deadline passed (QueueTimeout).
+    pub expired_code: i32,
+    /// How long a new Dispatch stream may take to send Hello.
+    pub hello_timeout: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            lease_wait: Duration::from_secs(5),
+            expired_code: 9997,
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Finds the job source a Hello's queue name stands for.
+pub type SourceFor =
+    Box<dyn FnOnce(&str) -> Result<Arc<dyn JobSource>, SourceError> + Send + 'static>;
+
+/// Runs one Dispatch stream to its end: Hello, then leasing and results;
+/// whatever the session still holds at the end is released.
+pub async fn run(
+    opts: SessionOptions,
+    source_for: SourceFor,
+    registry: Arc<SessionRegistry>,
     mut inbound: BoxStream<'static, Result<DispatcherMessage, Status>>,
     out: Outbound,
 ) {
-    let hello = match tokio::time::timeout(service.opts.hello_timeout, inbound.next()).await {
+    let hello = match tokio::time::timeout(opts.hello_timeout, inbound.next()).await {
         Ok(Some(Ok(DispatcherMessage {
             kind: Some(dispatcher_message::Kind::Hello(h)),
         }))) => h,
@@ -102,10 +89,12 @@ pub(crate) async fn run(
         let _ = out.send(Err(Status::invalid_argument(why))).await;
         return;
     }
-    let source: Arc<dyn JobSource> = match service.source_for(&hello.queue) {
+    let source: Arc<dyn JobSource> = match source_for(&hello.queue) {
         Ok(s) => s,
         Err(why) => {
-            let _ = out.send(Err(Status::invalid_argument(why))).await;
+            let _ = out
+                .send(Err(Status::invalid_argument(why.to_string())))
+                .await;
             return;
         }
     };
@@ -122,7 +111,7 @@ pub(crate) async fn run(
         if out.send(Ok(welcome)).await.is_err() {
             return;
         }
-        service.register_session(
+        registry.register(
             &session_id,
             SessionInfo {
                 node_id: hello.node_id.clone(),
@@ -136,7 +125,7 @@ pub(crate) async fn run(
         let stop = CancellationToken::new();
         let leaser = tokio::spawn(
             lease_loop(
-                Arc::clone(&service),
+                opts.clone(),
                 Arc::clone(&source),
                 session_id.clone(),
                 Arc::clone(&window),
@@ -197,21 +186,21 @@ pub(crate) async fn run(
             }
             Err(e) => tracing::error!(%ended_by, held, error = %e, "could not return jobs of a gone dispatcher; they are reclaimed when the backend is back"),
         }
-        service.unregister_session(&session_id);
+        registry.unregister(&session_id);
     }
     .instrument(span)
     .await
 }
 
-fn check_hello(h: &Hello) -> Result<(), String> {
+fn check_hello(h: &Hello) -> Result<(), &'static str> {
     if h.queue.is_empty() {
-        return Err("Hello.queue is empty".into());
+        return Err("Hello.queue is empty");
     }
     if h.max_workers == 0 {
-        return Err("Hello.max_workers must be at least 1".into());
+        return Err("Hello.max_workers must be at least 1");
     }
     if h.node_id.is_empty() {
-        return Err("Hello.node_id is empty".into());
+        return Err("Hello.node_id is empty");
     }
     Ok(())
 }
@@ -285,7 +274,7 @@ const MAX_RESULT_BATCH: usize = 256;
 const RESULT_RETRY_FOR: Duration = Duration::from_secs(60);
 
 async fn lease_loop(
-    service: Arc<QueueService>,
+    opts: SessionOptions,
     source: Arc<dyn JobSource>,
     session_id: String,
     window: Arc<CreditWindow>,
@@ -302,7 +291,7 @@ async fn lease_loop(
         let leased = tokio::select! {
             biased;
             _ = stop.cancelled() => { window.give_back(n); return }
-            r = source.lease(&session_id, n, service.opts.lease_wait) => r,
+            r = source.lease(&session_id, n, opts.lease_wait) => r,
         };
         let leases = match leased {
             Ok(v) => {
@@ -325,7 +314,7 @@ async fn lease_loop(
             if lease.job.is_expired(now) {
                 let r = JobResult::error(
                     &lease.job.request_id,
-                    service.opts.expired_code,
+                    opts.expired_code,
                     "expired in the queue: the caller's deadline passed",
                 );
                 if source.complete_batch(&[(lease, r)]).await.is_ok() {

@@ -10,6 +10,13 @@ root=$PWD
 cache="$root/.cache"
 mkdir -p "$cache"
 
+# rustfmt and clippy come with rustup's default profile; add them if the
+# toolchain was installed without them.
+for c in rustfmt clippy; do
+  cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c" || {
+    echo "setup: the Rust toolchain has no $c and rustup cannot add it"; exit 1; }
+done
+
 # Debian packages the tests need (a bare machine may lack them).
 need_apt=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test of inferq: unit tests, integration tests that start the real
-# binaries on loopback ports and talk to them as clients do (HTTP, gRPC, the
-# independent gmssl SM2 client), the example build, and the README's run
-# command as written. Installs what it needs first (scripts/setup-test-env.sh).
+# Runs every test of inferq: formatting and lints, the layout's boundaries,
+# unit tests in a debug build (overflow checks on), integration tests that
+# start the real binaries on loopback ports and talk to them as clients do
+# (HTTP, gRPC, the independent gmssl SM2 client, the eas-prediction SDK), the
+# example build, and the README's run command as written. Installs what it
+# needs first (scripts/setup-test-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
 export INFERQ_TEST_PYTHON="$PWD/.cache/venv/bin/python"
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+scripts/check-layout.sh
+# The state machines' unit tests, with arithmetic overflow checks on.
+cargo test --lib --bins
 cargo build --release --bins --examples
 cargo test --release
 scripts/check-readme.sh

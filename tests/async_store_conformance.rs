@@ -1,4 +1,4 @@
-//! One conformance suite for the asynchronous-queue stores ([`AsyncStore`]),
+//! One conformance suite for the asynchronous-queue stores ([`EasStore`]),
 //! run on the memory store and on the Redis store against a real
 //! redis-server. Plus Redis-only cases: two queue instances sharing one Redis,
 //! and the holds of a vanished instance ending after the hold time.
@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use common::{RedisServer, TestDir};
 use inferq::config::QueueLimits;
-use inferq::queue::async_memory::MemoryAsyncStore;
-use inferq::queue::async_redis::RedisAsyncStore;
-use inferq::queue::async_store::{
-    AsyncStore, Completion, ItemState, Negative, NewItem, QueueRef, Selector, TakeOptions,
+use inferq::queue::eas::memory::MemoryEasStore;
+use inferq::queue::eas::redis::RedisEasStore;
+use inferq::queue::eas::store::{
+    Completion, EasStore, ItemState, Negative, NewItem, QueueRef, Selector, TakeOptions,
 };
-use inferq::queue::{BackendError, BackendOptions, RedisOptions};
+use inferq::queue::{RedisOptions, StoreError};
 use tokio_util::sync::CancellationToken;
 
 fn limits(max_length: u64, auto_evict: bool) -> QueueLimits {
@@ -53,7 +53,7 @@ fn take(max: usize) -> TakeOptions {
     }
 }
 
-fn data(items: &[inferq::queue::async_store::Item]) -> Vec<String> {
+fn data(items: &[inferq::queue::eas::store::Item]) -> Vec<String> {
     items
         .iter()
         .map(|i| String::from_utf8_lossy(&i.data).to_string())
@@ -65,20 +65,19 @@ fn redis_store(
     prefix: &str,
     hold: Duration,
     stop: &CancellationToken,
-) -> Arc<RedisAsyncStore> {
+) -> Arc<RedisEasStore> {
     let opts = RedisOptions {
         server: redis.addr(),
         password: String::new(),
         pool_size: 4,
         reclaim_idle: hold,
         key_prefix: prefix.to_string(),
-        backend: BackendOptions::default(),
     };
-    RedisAsyncStore::start(&opts, stop.clone()).expect("redis store")
+    RedisEasStore::start(&opts, stop.clone()).expect("redis store")
 }
 
 /// The contract, on one store.
-async fn conformance(store: Arc<dyn AsyncStore>) {
+async fn conformance(store: Arc<dyn EasStore>) {
     let q = QueueRef::sink("svc");
     let none = limits(0, true);
     // put, indexes increase, get from an index, newest, by request id.
@@ -124,7 +123,7 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
         .put(&q, item("d", 0), &limits(3, false))
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::QueueFull { .. }));
+    assert!(matches!(err, StoreError::QueueFull { .. }));
     store.put(&q, item("d", 0), &limits(3, true)).await.unwrap();
     let got = store
         .get(&q, &Selector::From(0), 10, &empty, false)
@@ -284,7 +283,7 @@ async fn conformance(store: Arc<dyn AsyncStore>) {
 
 #[tokio::test]
 async fn memory_store_conforms() {
-    conformance(Arc::new(MemoryAsyncStore::new())).await;
+    conformance(Arc::new(MemoryEasStore::new())).await;
 }
 
 #[tokio::test]

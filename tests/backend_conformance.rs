@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use inferq::proto::{job_result, Job, JobResult};
 use inferq::queue::{
-    BackendError, BackendOptions, MemoryBackend, QueueBackend, RedisBackend, RedisOptions,
-    ResultWaiters,
+    JobStore, JobStoreOptions, MemoryJobStore, RedisJobStore, RedisOptions, ResultWaiters,
+    StoreError,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -40,30 +40,30 @@ fn ids(leases: &[inferq::queue::Lease]) -> Vec<String> {
 
 /// One backend under test, with its waiters and instance id.
 struct Subject {
-    backend: Arc<dyn QueueBackend>,
+    backend: Arc<dyn JobStore>,
     waiters: Arc<ResultWaiters>,
     instance: String,
     _stop: Option<tokio_util::sync::DropGuard>,
 }
 
-type Make = Box<dyn Fn(BackendOptions) -> Pin<Box<dyn Future<Output = Subject>>>>;
+type Make = Box<dyn Fn(JobStoreOptions) -> Pin<Box<dyn Future<Output = Subject>>>>;
 
-fn opts(instance: &str, max_len: usize, max_deliveries: u32) -> BackendOptions {
-    BackendOptions {
+fn opts(instance: &str, max_len: usize, max_deliveries: u32) -> JobStoreOptions {
+    JobStoreOptions {
         instance_id: instance.into(),
         max_queue_length: max_len,
         max_deliveries,
-        ..BackendOptions::default()
+        ..JobStoreOptions::default()
     }
 }
 
 fn memory() -> Make {
-    Box::new(|o: BackendOptions| {
+    Box::new(|o: JobStoreOptions| {
         Box::pin(async move {
             let waiters = ResultWaiters::new();
             Subject {
                 instance: o.instance_id.clone(),
-                backend: Arc::new(MemoryBackend::new(o, Arc::clone(&waiters))),
+                backend: Arc::new(MemoryJobStore::new(o, Arc::clone(&waiters))),
                 waiters,
                 _stop: None,
             }
@@ -71,29 +71,29 @@ fn memory() -> Make {
     })
 }
 
-fn redis_options(addr: &str, prefix: &str, o: BackendOptions) -> RedisOptions {
+fn redis_options(addr: &str, prefix: &str) -> RedisOptions {
     RedisOptions {
         server: addr.to_string(),
         password: String::new(),
         pool_size: 8,
         reclaim_idle: Duration::from_millis(400),
         key_prefix: prefix.to_string(),
-        backend: o,
     }
 }
 
 /// Each case gets its own key prefix, so one redis-server serves them all.
 fn redis(addr: String) -> Make {
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    Box::new(move |o: BackendOptions| {
+    Box::new(move |o: JobStoreOptions| {
         let addr = addr.clone();
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Box::pin(async move {
             let waiters = ResultWaiters::new();
             let stop = CancellationToken::new();
             let instance = o.instance_id.clone();
-            let backend = RedisBackend::start(
-                redis_options(&addr, &format!("t{n}:"), o),
+            let backend = RedisJobStore::start(
+                redis_options(&addr, &format!("t{n}:")),
+                o,
                 Arc::clone(&waiters),
                 stop.clone(),
             )
@@ -165,7 +165,7 @@ async fn bounded(make: &Make) {
     }
     let full = b.enqueue(job("d", "q", 1, &s.instance)).await.unwrap_err();
     assert!(
-        matches!(full, BackendError::QueueFull { limit: 3, .. }),
+        matches!(full, StoreError::QueueFull { limit: 3, .. }),
         "{full:?}"
     );
     let l = b.lease("q", "c1", 1, NO_WAIT).await.unwrap();
@@ -330,14 +330,16 @@ async fn redis_instances_share_queues_and_reclaim() {
     let stop_b = CancellationToken::new();
     let wa = ResultWaiters::new();
     let wb = ResultWaiters::new();
-    let a = RedisBackend::start(
-        redis_options(&server.addr(), "shared:", opts("A", 100, 3)),
+    let a = RedisJobStore::start(
+        redis_options(&server.addr(), "shared:"),
+        opts("A", 100, 3),
         Arc::clone(&wa),
         stop_a.clone(),
     )
     .unwrap();
-    let b = RedisBackend::start(
-        redis_options(&server.addr(), "shared:", opts("B", 100, 3)),
+    let b = RedisJobStore::start(
+        redis_options(&server.addr(), "shared:"),
+        opts("B", 100, 3),
         Arc::clone(&wb),
         stop_b.clone(),
     )
@@ -385,8 +387,9 @@ async fn redis_instances_share_queues_and_reclaim() {
     b.enqueue(job("z", "q", 0, "B")).await.unwrap();
     let held = b.lease("q", "cb", 1, NO_WAIT).await.unwrap();
     assert_eq!(ids(&held), ["z"]);
-    let c = RedisBackend::start(
-        redis_options(&server.addr(), "shared:", opts("C", 100, 3)),
+    let c = RedisJobStore::start(
+        redis_options(&server.addr(), "shared:"),
+        opts("C", 100, 3),
         ResultWaiters::new(),
         stop_b.clone(),
     )

@@ -1,0 +1,108 @@
+//! `GET ?_watch_=true` with a WebSocket upgrade: the queue's items as binary
+//! DataFrameProto frames, at most `_window_` held and not committed, from
+//! `_index_`, committed as sent with `_auto_commit_`; `_index_only_` sends
+//! the items without their data. The consumer id is the
+//! `X-EAS-QueueService-Redis-Uid` header; one watch per consumer.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::response::Response;
+use futures::StreamExt;
+use prost::Message as _;
+
+use crate::gateway::eas::{ApiError, Query};
+use crate::proto::eas::HEADER_USER;
+use crate::proto::{AsyncQueueRef, AsyncWatchRequest, EasLink, ItemStream};
+
+pub struct Watch {
+    upgrade: WebSocketUpgrade,
+    request: AsyncWatchRequest,
+    index_only: bool,
+}
+
+impl Watch {
+    pub async fn parse(q: &Query, parts: &mut Parts) -> Result<Self, ApiError> {
+        let consumer = parts
+            .headers
+            .get(HEADER_USER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "{HEADER_USER} (the consumer id) is required to watch"
+                ))
+            })?
+            .to_string();
+        let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
+            .await
+            .map_err(|e| ApiError::bad(format!("a watch is a WebSocket upgrade: {e}")))?;
+        let window = q.number::<u32>("_window_")?.unwrap_or(1);
+        if window == 0 {
+            return Err(ApiError::bad("_window_ must be at least 1"));
+        }
+        Ok(Watch {
+            upgrade,
+            index_only: q.flag("_index_only_")?,
+            request: AsyncWatchRequest {
+                queue: None,
+                consumer,
+                index: q.number::<u64>("_index_")?.unwrap_or(0),
+                window,
+                auto_commit: q.flag("_auto_commit_")?,
+                tags: q.tags(),
+            },
+        })
+    }
+
+    pub async fn apply(
+        self,
+        link: &dyn EasLink,
+        queue: AsyncQueueRef,
+    ) -> Result<Response, ApiError> {
+        let request = AsyncWatchRequest {
+            queue: Some(queue),
+            ..self.request
+        };
+        // Claims the watch now, so a second one is refused before upgrading.
+        let items = link.watch(request).await?;
+        let index_only = self.index_only;
+        Ok(self
+            .upgrade
+            .on_upgrade(move |socket| send_items(socket, items, index_only)))
+    }
+}
+
+/// Sends the watch's items as binary DataFrameProto frames until either
+/// side ends. The socket is read throughout, so pings are answered and a
+/// close is seen at once; ending drops the item stream, which releases the
+/// consumer's uncommitted items for its next watch.
+async fn send_items(mut socket: WebSocket, mut items: ItemStream, index_only: bool) {
+    loop {
+        tokio::select! {
+            item = items.next() => match item {
+                Some(Ok(mut it)) => {
+                    if index_only {
+                        it.data.clear();
+                    }
+                    if socket.send(Message::Binary(it.encode_to_vec().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(status)) => {
+                    tracing::warn!(error = %status.message(), "watch ended by the queue");
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! [`ApiError`]: how a PAI-EAS request fails in the gateway, mapped once to
+//! an HTTP status ([`IntoResponse`]) and once to a gRPC status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use thiserror::Error;
+use tonic::{Code, Status};
+
+use crate::metrics;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("unknown asynchronous service {0:?}")]
+    UnknownService(String),
+    #[error("wrong or missing token for service {0:?}")]
+    Unauthorized(String),
+    /// A malformed request: query, header, body or payload.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The queue is turned off, or no model is served for the service.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// What the queue answered.
+    #[error("{}", .0.message())]
+    Queue(Status),
+}
+
+impl ApiError {
+    pub fn bad(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(message.into())
+    }
+
+    fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownService(_) | ApiError::NotFound(_) | ApiError::Unavailable(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Queue(s) => match s.code() {
+                Code::NotFound | Code::FailedPrecondition => StatusCode::NOT_FOUND,
+                Code::OutOfRange => StatusCode::PAYLOAD_TOO_LARGE,
+                Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+                Code::AlreadyExists => StatusCode::CONFLICT,
+                Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+}
+
+impl From<Status> for ApiError {
+    fn from(s: Status) -> Self {
+        ApiError::Queue(s)
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let m = e.to_string();
+        match e {
+            ApiError::UnknownService(_) | ApiError::NotFound(_) => Status::not_found(m),
+            ApiError::Unauthorized(_) => Status::unauthenticated(m),
+            ApiError::BadRequest(_) => Status::invalid_argument(m),
+            ApiError::Unavailable(_) => Status::failed_precondition(m),
+            ApiError::TooLarge(_) => Status::out_of_range(m),
+            ApiError::Queue(s) => s,
+        }
+    }
+}
+
+/// An error answer: the status and the message as a text body.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::GATEWAY_ERRORS.inc();
+        let code = self.http_status();
+        tracing::info!(status = code.as_u16(), error = %self, "asynchronous API error");
+        (code, format!("{self}\n")).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_one_http_and_one_grpc_status() {
+        let cases = [
+            (ApiError::UnknownService("s".into()), 404, Code::NotFound),
+            (
+                ApiError::Unauthorized("s".into()),
+                401,
+                Code::Unauthenticated,
+            ),
+            (ApiError::bad("x"), 400, Code::InvalidArgument),
+            (ApiError::TooLarge("x".into()), 413, Code::OutOfRange),
+            (
+                ApiError::Unavailable("x".into()),
+                404,
+                Code::FailedPrecondition,
+            ),
+            (
+                ApiError::Queue(Status::resource_exhausted("full")),
+                429,
+                Code::ResourceExhausted,
+            ),
+            (
+                ApiError::Queue(Status::already_exists("w")),
+                409,
+                Code::AlreadyExists,
+            ),
+            (
+                ApiError::Queue(Status::unavailable("r")),
+                503,
+                Code::Unavailable,
+            ),
+        ];
+        for (e, http, grpc) in cases {
+            assert_eq!(e.http_status().as_u16(), http, "{e}");
+            assert_eq!(Status::from(e).code(), grpc);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The asynchronous API over HTTP and WebSocket, wire-compatible with the
+//! PAI-EAS queue service (what the `eas-prediction` SDK's `QueueClient`
+//! speaks). One URL per queue: `/api/predict/<svc>` (input) and
+//! `/api/predict/<svc>/sink`; the method and reserved query keys choose the
+//! operation, one handler each in [`cmd`] (parse, then apply):
+//!
+//! | method | query | operation |
+//! |---|---|---|
+//! | POST | tags as `k=v` | [`cmd::put`]; body = payload; answer = index, header `X-Eas-Queueservice-Request-Id` |
+//! | GET | `_index_ _length_ _timeout_ _auto_delete_ requestId` tags | [`cmd::get`] |
+//! | GET | `_attrs_=true` | [`cmd::attributes`] (JSON) |
+//! | GET | `_search_=true&_index_=I` | [`cmd::search`] (JSON) |
+//! | GET + Upgrade | `_watch_=true&_index_&_window_&_auto_commit_&_index_only_` | [`cmd::watch`] (WebSocket, binary DataFrameProto frames) |
+//! | PUT | `_indexes_=1,2` [`_negative_=true&_code_&_reason_`] | [`cmd::commit`] (or negative commit) |
+//! | DELETE | `_indexes_=1,2` or `_index_=I&_trunc_=true` | [`cmd::delete`] (or truncate) |
+//!
+//! Every request carries the service's token in `Authorization` (401
+//! otherwise). A put into the input queue runs the model's parameter check
+//! first, so a payload the model would refuse is answered 400 and not stored.
+//! Errors are [`ApiError`]s, turned into HTTP answers in one place
+//! ([`error`]); [`grpc`] serves the same operations to gRPC clients.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use subtle::ConstantTimeEq;
+
+use super::core::Gateway;
+use crate::config::{QueueLimits, ServiceSpec, Settings};
+use crate::metrics;
+use crate::proto::eas::payload_params;
+use crate::proto::{AsyncQueueRef, EasLink};
+
+pub mod cmd;
+pub mod error;
+pub mod grpc;
+pub mod query;
+
+pub use error::ApiError;
+use query::Query;
+
+/// The response header that carries a put's request id.
+pub const HEADER_REQUEST_ID: &str = "X-Eas-Queueservice-Request-Id";
+
+/// One service as the gateway sees it.
+#[derive(Clone)]
+struct ServiceEntry {
+    token: String,
+    spec: ServiceSpec,
+}
+
+/// Why the asynchronous API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EasApiError {
+    #[error(transparent)]
+    Settings(#[from] crate::config::KeyError),
+    #[error("AsyncServices.{service}.model: no model is served at {model}")]
+    NoModel { service: String, model: String },
+}
+
+/// What the asynchronous API serves.
+#[derive(Clone)]
+pub struct EasApi {
+    link: Arc<dyn EasLink>,
+    gateway: Arc<Gateway>,
+    services: Arc<HashMap<String, ServiceEntry>>,
+}
+
+impl EasApi {
+    pub fn new(
+        settings: &Settings,
+        gateway: Arc<Gateway>,
+        link: Arc<dyn EasLink>,
+    ) -> Result<Self, EasApiError> {
+        let mut services = HashMap::new();
+        for (name, s) in &settings.async_services {
+            let spec = ServiceSpec::from_settings(name, s)?;
+            if spec.input.enabled
+                && gateway
+                    .check_params(&spec.model, Default::default())
+                    .is_none()
+            {
+                return Err(EasApiError::NoModel {
+                    service: name.clone(),
+                    model: spec.model,
+                });
+            }
+            services.insert(
+                name.clone(),
+                ServiceEntry {
+                    token: s.token.clone(),
+                    spec,
+                },
+            );
+        }
+        Ok(EasApi {
+            link,
+            gateway,
+            services: Arc::new(services),
+        })
+    }
+
+    /// Checks the token of `service`; the service when it passes.
+    pub fn authorize(&self, service: &str, token: Option<&str>) -> Result<&ServiceSpec, ApiError> {
+        let entry = self
+            .services
+            .get(service)
+            .ok_or_else(|| ApiError::UnknownService(service.to_string()))?;
+        if !entry.token.is_empty() {
+            let given = token.unwrap_or_default();
+            if !bool::from(given.as_bytes().ct_eq(entry.token.as_bytes())) {
+                return Err(ApiError::Unauthorized(service.to_string()));
+            }
+        }
+        Ok(&entry.spec)
+    }
+
+    /// Checks a put before it is sent to the queue: the size, and for the
+    /// input queue the model's parameter check.
+    pub fn check_put(&self, spec: &ServiceSpec, sink: bool, data: &[u8]) -> Result<(), ApiError> {
+        let limits: &QueueLimits = spec.limits(sink);
+        if !limits.enabled {
+            return Err(ApiError::Unavailable(format!(
+                "the {} queue of {} is turned off (queue.sink.memory_ratio)",
+                if sink { "sink" } else { "input" },
+                spec.name
+            )));
+        }
+        if data.len() as u64 > limits.max_payload_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "payload of {} bytes is over max_payload_size ({} bytes)",
+                data.len(),
+                limits.max_payload_bytes
+            )));
+        }
+        if !sink {
+            let params = payload_params(data).map_err(|e| ApiError::bad(e.to_string()))?;
+            match self.gateway.check_params(&spec.model, params) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return Err(ApiError::bad(format!(
+                        "the model {} refused the payload: {}",
+                        spec.model, e.message
+                    )))
+                }
+                None => {
+                    return Err(ApiError::Unavailable(format!(
+                        "no model is served at {}",
+                        spec.model
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn link(&self) -> &Arc<dyn EasLink> {
+        &self.link
+    }
+}
+
+pub fn router(api: EasApi) -> Router {
+    Router::new()
+        .route("/api/predict/{service}", any(input_queue))
+        .route("/api/predict/{service}/sink", any(sink_queue))
+        .with_state(api)
+}
+
+async fn input_queue(
+    State(api): State<EasApi>,
+    Path(service): Path<String>,
+    req: axum::extract::Request,
+) -> Response {
+    serve(api, service, false, req).await
+}
+
+async fn sink_queue(
+    State(api): State<EasApi>,
+    Path(service): Path<String>,
+    req: axum::extract::Request,
+) -> Response {
+    serve(api, service, true, req).await
+}
+
+async fn serve(api: EasApi, service: String, sink: bool, req: axum::extract::Request) -> Response {
+    metrics::GATEWAY_REQUESTS.inc();
+    match handle(api, service, sink, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The queue a request is for, once its token has passed.
+pub struct Target<'a> {
+    pub queue: AsyncQueueRef,
+    pub spec: &'a ServiceSpec,
+}
+
+impl Target<'_> {
+    pub fn sink(&self) -> bool {
+        self.queue.sink
+    }
+}
+
+/// One PAI-EAS operation, parsed from the request.
+enum Operation {
+    Put(cmd::put::Put),
+    Watch(cmd::watch::Watch),
+    Attributes(cmd::attributes::Attributes),
+    Search(cmd::search::Search),
+    Get(cmd::get::Get),
+    Commit(cmd::commit::Commit),
+    Delete(cmd::delete::Delete),
+}
+
+async fn handle(
+    api: EasApi,
+    service: String,
+    sink: bool,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let spec = api.authorize(&service, token)?;
+    let target = Target {
+        queue: AsyncQueueRef { service, sink },
+        spec,
+    };
+    let (mut parts, body) = req.into_parts();
+    let q = Query::of(&parts.uri)?;
+    let op = match parts.method {
+        Method::POST => {
+            Operation::Put(cmd::put::Put::parse(&api, &target, &q, &parts, body).await?)
+        }
+        Method::GET if q.flag("_watch_")? => {
+            Operation::Watch(cmd::watch::Watch::parse(&q, &mut parts).await?)
+        }
+        Method::GET if q.flag("_attrs_")? => Operation::Attributes(cmd::attributes::Attributes),
+        Method::GET if q.flag("_search_")? => Operation::Search(cmd::search::Search::parse(&q)?),
+        Method::GET => Operation::Get(cmd::get::Get::parse(&q, &parts.headers)?),
+        Method::PUT => Operation::Commit(cmd::commit::Commit::parse(&q)?),
+        Method::DELETE => Operation::Delete(cmd::delete::Delete::parse(&q)?),
+        other => {
+            return Err(ApiError::bad(format!(
+                "method {other} is not part of the queue API"
+            )))
+        }
+    };
+    let link = api.link.as_ref();
+    let queue = target.queue;
+    match op {
+        Operation::Put(c) => c.apply(link, queue).await,
+        Operation::Watch(c) => c.apply(link, queue).await,
+        Operation::Attributes(c) => c.apply(link, queue).await,
+        Operation::Search(c) => c.apply(link, queue).await,
+        Operation::Get(c) => c.apply(link, queue).await,
+        Operation::Commit(c) => c.apply(link, queue).await,
+        Operation::Delete(c) => c.apply(link, queue).await,
+    }
+}

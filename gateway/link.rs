@@ -1,0 +1,212 @@
+//! [`RemoteQueueLink`]: the gateway's link to the queue service over gRPC (a
+//! split deployment), for synchronous calls ([`QueueLink`]) and the PAI-EAS
+//! queues ([`EasLink`]). `standalone` links in process instead
+//! (`crate::standalone`).
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use thiserror::Error;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::proto::queue_service_client::QueueServiceClient;
+use crate::proto::{
+    unix_ms_now, AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply,
+    AsyncCommitRequest, AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest,
+    AsyncSearchReply, AsyncSearchRequest, AsyncWatchRequest, CallError, CallRequest, EasLink,
+    ItemStream, Job, JobResult, QueueLink,
+};
+
+/// Why the queue endpoints cannot be used.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum EndpointError {
+    #[error("no queue endpoints")]
+    None,
+    #[error("queue endpoint {url}: {message}")]
+    Invalid { url: String, message: String },
+}
+
+/// gRPC client of one or more queue services. Calls go round-robin; when one
+/// fails without a definite answer (unreachable, or the connection broke while
+/// waiting) the call is tried on the next instance, which stores the job again
+/// under the same request id: at-least-once, and still one answer to the
+/// client. An instance that failed is skipped for a second.
+pub struct RemoteQueueLink {
+    instances: Vec<QueueInstance>,
+    next: AtomicUsize,
+}
+
+struct QueueInstance {
+    url: String,
+    client: QueueServiceClient<Channel>,
+    down_until_ms: AtomicI64,
+}
+
+const SKIP_FAILED_MS: i64 = 1000;
+
+impl RemoteQueueLink {
+    /// Connects lazily: the gateway starts even while the queue service is down
+    /// (calls then get 9702 until it is up).
+    pub fn new(endpoints: &[String]) -> Result<Self, EndpointError> {
+        let mut instances = Vec::new();
+        for url in endpoints {
+            let ep = Endpoint::from_shared(url.clone())
+                .map_err(|e| EndpointError::Invalid {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+            instances.push(QueueInstance {
+                url: url.clone(),
+                client: QueueServiceClient::new(ep.connect_lazy())
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+                down_until_ms: AtomicI64::new(0),
+            });
+        }
+        if instances.is_empty() {
+            return Err(EndpointError::None);
+        }
+        Ok(RemoteQueueLink {
+            instances,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The instances' clients in the order to try them for one call.
+    fn clients_in_order(&self) -> Vec<QueueServiceClient<Channel>> {
+        self.order()
+            .into_iter()
+            .map(|i| self.instances[i].client.clone())
+            .collect()
+    }
+
+    /// The order to try instances in for one call: round-robin start, those
+    /// that failed recently last.
+    fn order(&self) -> Vec<usize> {
+        let n = self.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now = unix_ms_now();
+        let (mut up, down): (Vec<usize>, Vec<usize>) = (0..n)
+            .map(|i| (start + i) % n)
+            .partition(|&i| self.instances[i].down_until_ms.load(Ordering::Relaxed) <= now);
+        up.extend(down);
+        up
+    }
+}
+
+#[async_trait]
+impl QueueLink for RemoteQueueLink {
+    async fn call(&self, job: Job) -> Result<JobResult, CallError> {
+        let mut last = CallError::Unavailable("no queue endpoints".into());
+        for i in self.order() {
+            let instance = &self.instances[i];
+            let left = job.deadline_unix_ms - unix_ms_now();
+            if job.deadline_unix_ms > 0 && left <= 0 {
+                return Err(CallError::DeadlineExceeded);
+            }
+            let mut request = tonic::Request::new(CallRequest {
+                job: Some(job.clone()),
+            });
+            // A little past the job's own deadline, so the queue's answer wins.
+            request.set_timeout(Duration::from_millis(left.max(0) as u64 + 1000));
+            let err = match instance.client.clone().call(request).await {
+                Ok(reply) => {
+                    return reply
+                        .into_inner()
+                        .result
+                        .ok_or_else(|| CallError::ResultLost("empty reply from the queue".into()))
+                }
+                Err(status) => CallError::from(status),
+            };
+            match err {
+                CallError::Unavailable(_) | CallError::ResultLost(_) => {
+                    instance
+                        .down_until_ms
+                        .store(unix_ms_now() + SKIP_FAILED_MS, Ordering::Relaxed);
+                    tracing::warn!(queue_service = %instance.url, error = %err, "queue call failed; trying the next instance");
+                    last = err;
+                }
+                definite => return Err(definite),
+            }
+        }
+        Err(last)
+    }
+}
+
+impl RemoteQueueLink {
+    /// Runs `op` on the queue instances in turn until one answers with
+    /// something other than UNAVAILABLE (the request did not reach it).
+    async fn on_any<T, F, Fut>(&self, op: F) -> Result<T, Status>
+    where
+        F: Fn(QueueServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let mut last = Status::unavailable("no queue endpoints");
+        for client in self.clients_in_order() {
+            match op(client).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if s.code() == tonic::Code::Unavailable => last = s,
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last)
+    }
+}
+
+#[async_trait]
+impl EasLink for RemoteQueueLink {
+    async fn put(&self, r: AsyncPutRequest) -> Result<AsyncPutReply, Status> {
+        self.on_any(|mut c| {
+            let r = r.clone();
+            async move { c.async_put(r).await }
+        })
+        .await
+    }
+    async fn get(&self, r: AsyncGetRequest) -> Result<AsyncGetReply, Status> {
+        self.on_any(|mut c| {
+            let r = r.clone();
+            async move { c.async_get(r).await }
+        })
+        .await
+    }
+    async fn commit(&self, r: AsyncCommitRequest) -> Result<AsyncCommitReply, Status> {
+        self.on_any(|mut c| {
+            let r = r.clone();
+            async move { c.async_commit(r).await }
+        })
+        .await
+    }
+    async fn attributes(&self, r: AsyncAttributesRequest) -> Result<AsyncAttributesReply, Status> {
+        self.on_any(|mut c| {
+            let r = r.clone();
+            async move { c.async_attributes(r).await }
+        })
+        .await
+    }
+    async fn search(&self, r: AsyncSearchRequest) -> Result<AsyncSearchReply, Status> {
+        self.on_any(|mut c| {
+            let r = r.clone();
+            async move { c.async_search(r).await }
+        })
+        .await
+    }
+    async fn watch(&self, r: AsyncWatchRequest) -> Result<ItemStream, Status> {
+        let stream = self
+            .on_any(|mut c| {
+                let r = r.clone();
+                async move { c.async_watch(r).await }
+            })
+            .await?;
+        Ok(stream.boxed())
+    }
+}

@@ -1,0 +1,78 @@
+//! What every HTTP route of the gateway shares: the request id (a UUIDv7,
+//! also sent back as `X-Request-Id`) with its tracing span, and reading a
+//! body within a limit.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body_util::BodyExt;
+
+use super::new_request_id;
+
+/// The id of the request being served, set by the first layer.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// The span of one request, with the id `assign_request_id` gave it.
+pub fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| Arc::from(""));
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+}
+
+pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
+    let id: Arc<str> = Arc::from(new_request_id());
+    req.extensions_mut().insert(RequestId(Arc::clone(&id)));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// Bodies up to this many times the limit are read and dropped before the 413
+/// answer; larger ones are answered at once and the connection closed.
+const DRAIN_FACTOR: usize = 16;
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum BodyError {
+    #[error("the body is over the limit")]
+    TooLarge,
+    #[error("could not read the body: {0}")]
+    Read(String),
+}
+
+/// Reads at most `max` bytes. A larger body is read on (and dropped) up to
+/// `DRAIN_FACTOR * max`, so the client gets the 413 answer.
+pub async fn read_limited(body: Body, max: usize) -> Result<bytes::Bytes, BodyError> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let drain_cap = max.saturating_mul(DRAIN_FACTOR);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > max {
+                if seen > drain_cap {
+                    return Err(BodyError::TooLarge);
+                }
+                continue;
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > max {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf.freeze())
+    }
+}

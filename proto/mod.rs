@@ -1,0 +1,60 @@
+//! The contract between gateway, queue and dispatcher.
+//!
+//! - the messages and gRPC services of `proto/inferq/v1/*.proto`, generated
+//!   by `build.rs` (re-exported here from [`v1`]);
+//! - [`link`]: the traits through which the gateway and the dispatcher reach
+//!   the queue ([`QueueLink`], [`EasLink`], [`DispatchLink`]) and the errors a
+//!   call can end in;
+//! - [`eas`]: the PAI-EAS conventions shared by the components.
+//!
+//! Gateway and dispatcher depend on this module, never on `crate::queue`.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("inferq.v1");
+}
+
+pub use v1::*;
+
+pub mod eas;
+pub mod link;
+
+pub use link::{CallError, DispatchLink, EasLink, Inbound, ItemStream, QueueLink};
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, in unix milliseconds (the unit of `Job.deadline_unix_ms`).
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl JobResult {
+    /// A successful result carrying `output` (a JSON object, already encoded).
+    pub fn output(request_id: impl Into<String>, output_json: Vec<u8>) -> Self {
+        JobResult {
+            request_id: request_id.into(),
+            outcome: Some(job_result::Outcome::OutputJson(output_json)),
+        }
+    }
+
+    /// A failed result with an inferq code.
+    pub fn error(request_id: impl Into<String>, code: i32, message: impl Into<String>) -> Self {
+        JobResult {
+            request_id: request_id.into(),
+            outcome: Some(job_result::Outcome::Error(JobError {
+                code,
+                message: message.into(),
+            })),
+        }
+    }
+}
+
+impl Job {
+    /// True when the caller's deadline has passed.
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.deadline_unix_ms > 0 && now_ms >= self.deadline_unix_ms
+    }
+}

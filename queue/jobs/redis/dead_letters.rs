@@ -1,0 +1,121 @@
+//! Dead letters on Redis: a job given up on goes to `dead:<queue>` and its
+//! caller is answered in the same MULTI; operators list and re-queue them
+//! (`inferq dead-letters`).
+
+use prost::Message;
+use redis::Value;
+
+use super::*;
+
+impl RedisJobStore {
+    /// Gives up on a job: dead letter, answer InferFail, acknowledge.
+    pub(super) async fn dead_letter(
+        &self,
+        queue: &str,
+        e: &Entry,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let result = JobResult::error(&e.job.request_id, self.jobs.dead_letter_code, reason);
+        let mut p = redis::pipe();
+        p.atomic()
+            .cmd("XADD")
+            .arg(self.dead_key(queue))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_LETTER_MAXLEN)
+            .arg("*")
+            .arg("job")
+            .arg(e.job.encode_to_vec())
+            .arg("reason")
+            .arg(reason)
+            .arg("at")
+            .arg(unix_ms_now())
+            .ignore();
+        self.finish_cmds(&mut p, queue, e.lane, &e.id, &e.job, &result);
+        let mut c = self.conn().await?;
+        p.query_async::<()>(&mut c).await.map_err(unavailable)?;
+        metrics::QUEUE_DEAD_LETTERED.inc();
+        tracing::warn!(request_id = %e.job.request_id, queue, %reason, "job dead-lettered");
+        Ok(())
+    }
+
+    pub(super) async fn list_dead(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut c = self.conn().await?;
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(self.dead_key(queue))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(max.max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let Value::Array(entries) = reply else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in &entries {
+            let Some((id, fields)) = reply::entry(e) else {
+                continue;
+            };
+            let Some(bytes) = reply::field(&fields, "job") else {
+                continue;
+            };
+            let job = Self::decode_job(&bytes, &id)?;
+            let reason = reply::field(&fields, "reason")
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let at_unix_ms = reply::field(&fields, "at")
+                .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+                .unwrap_or(0);
+            out.push(DeadLetter {
+                id,
+                job,
+                reason,
+                at_unix_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn requeue(&self, queue: &str, ids: &[String]) -> Result<usize, StoreError> {
+        let dead = self.dead_letters(queue, 100_000).await?;
+        let chosen: Vec<DeadLetter> = dead
+            .into_iter()
+            .filter(|d| ids.is_empty() || ids.contains(&d.id))
+            .collect();
+        if chosen.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.conn().await?;
+        for chunk in chosen.chunks(500) {
+            let mut p = redis::pipe();
+            p.atomic();
+            for d in chunk {
+                let mut job = d.job.clone();
+                job.deliveries = 0;
+                job.deadline_unix_ms = 0;
+                let lane = lane_of(&job);
+                p.cmd("XADD")
+                    .arg(self.lane_key(queue, lane))
+                    .arg("*")
+                    .arg("job")
+                    .arg(job.encode_to_vec())
+                    .ignore()
+                    .cmd("XDEL")
+                    .arg(self.dead_key(queue))
+                    .arg(&d.id)
+                    .ignore()
+                    .cmd("DEL")
+                    .arg(self.result_key(&job.request_id))
+                    .ignore();
+            }
+            p.query_async::<()>(&mut c).await.map_err(unavailable)?;
+        }
+        Ok(chosen.len())
+    }
+}

@@ -1,0 +1,87 @@
+//! `inferq dispatcher N` (go-infer's `server N`): a node holding the models,
+//! serving job queue N (and the PAI-EAS services whose model it holds) over
+//! gRPC Dispatch streams, with `/metrics` and `/healthz` on the side.
+
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::config::Settings;
+use crate::dispatcher::nodes::eas_nodes;
+use crate::dispatcher::{DispatcherNode, NodeOptions, RemoteDispatchLink};
+use crate::model_zoo::ModelFactory;
+use crate::serve;
+
+#[derive(Debug, Args)]
+pub struct DispatcherArgs {
+    /// Queue number N (serves `QueueName` + N), as go-infer's `server N`.
+    #[arg(value_name = "N")]
+    pub queue_no: Option<u32>,
+    /// Queue number N (same as the positional N).
+    #[arg(long = "queue", value_name = "N")]
+    pub queue: Option<u32>,
+    /// Jobs held at once (overrides Server.MaxWorkers).
+    #[arg(long)]
+    pub max_workers: Option<u32>,
+    /// Where to serve /metrics and /healthz (overrides Server.DispatcherMetricsListen).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Node name reported to the queue (default: hostname-pid).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Queue service URL (repeatable; overrides Server.QueueEndpoints).
+    #[arg(long = "queue-endpoint")]
+    pub queue_endpoints: Vec<String>,
+}
+
+pub async fn run(
+    settings: Settings,
+    factory: &ModelFactory,
+    args: DispatcherArgs,
+) -> anyhow::Result<()> {
+    let queue_no = args.queue.or(args.queue_no).unwrap_or(0);
+    let max_workers = args.max_workers.unwrap_or(settings.server.max_workers);
+    if max_workers == 0 {
+        anyhow::bail!("--max-workers must be at least 1");
+    }
+    let models = Arc::new(super::build_models(factory, &settings, true)?);
+    let endpoints = super::endpoints(&settings, &args.queue_endpoints);
+    let metrics_addr = args
+        .metrics_listen
+        .clone()
+        .unwrap_or_else(|| settings.server.dispatcher_metrics_listen.clone());
+    let stop = serve::shutdown_token();
+    if !metrics_addr.is_empty() {
+        let listener = serve::bind("dispatcher-metrics", &metrics_addr).await?;
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(|| async { crate::metrics::render() }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok" }));
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await;
+        });
+    }
+    let node_id = args.node_id.unwrap_or_else(serve::default_node_id);
+    let opts = NodeOptions::from_settings(&settings, queue_no, node_id.clone(), max_workers);
+    tracing::info!(queue = %opts.queue, max_workers, queue_service = ?endpoints, "dispatcher starting");
+    let node = Arc::new(DispatcherNode::new(
+        Arc::clone(&models),
+        opts,
+        Arc::new(RemoteDispatchLink::new(endpoints.clone())),
+    ));
+    let mut runs = vec![tokio::spawn(node.run(stop.clone()))];
+    for n in eas_nodes(&settings, &models, &node_id, || {
+        Arc::new(RemoteDispatchLink::new(endpoints.clone()))
+    }) {
+        runs.push(tokio::spawn(n.run(stop.clone())));
+    }
+    for r in runs {
+        let _ = r.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The command line: `inferq gateway | queue | dispatcher | standalone |
+//! dead-letters`, one file per role; each builds its component from the
+//! settings and runs it until SIGTERM.
+//!
+//! [`run`] is also the entry point of a user's own binary: pass a function that
+//! builds the models from the settings and get the same subcommands (go-infer's
+//! `ModelList` + CLI commands). See `examples/custom_model.rs`. The `inferq`
+//! binary adds its load generators (`bench`, `bench-model`, `bench-async`,
+//! `bench/`) to these.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::model_zoo::{InitContext, Model, ModelError, ModelFactory, ModelSet};
+
+pub mod dead_letters;
+pub mod dispatcher;
+pub mod gateway;
+pub mod queue;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "inferq",
+    version,
+    about = "Model-inference serving: gateway, queue, dispatchers"
+)]
+pub struct Cli {
+    /// The settings file (go-infer's settings.yaml works as it is).
+    #[arg(long, global = true, default_value = "config/settings.yaml")]
+    pub yaml: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The REST and gRPC gateway (go-infer's `http`).
+    #[command(alias = "http")]
+    Gateway(gateway::GatewayArgs),
+    /// The queue service that stores jobs for dispatchers.
+    Queue(queue::QueueArgs),
+    /// A dispatcher node serving one queue (go-infer's `server N`).
+    #[command(alias = "server")]
+    Dispatcher(dispatcher::DispatcherArgs),
+    /// Gateway, in-memory queue and a dispatcher in one process.
+    Standalone(crate::standalone::StandaloneArgs),
+    /// List or re-queue the jobs given up on (Redis backend).
+    DeadLetters(dead_letters::DeadLettersArgs),
+}
+
+/// Runs the command line with the models `factory` builds.
+pub fn run<F>(factory: F) -> ExitCode
+where
+    F: Fn(&Settings) -> Result<Vec<Box<dyn Model>>, ModelError> + Send + Sync + 'static,
+{
+    let cli = Cli::parse();
+    let factory: ModelFactory = Arc::new(factory);
+    block_on(execute(cli.yaml, cli.command, factory))
+}
+
+/// Sets up logging and the runtime, runs `work` to its end; the exit code
+/// (2 with one line on stderr when it fails).
+pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("inferq: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("inferq: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("INFERQ_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs one command with the settings file `yaml`.
+pub async fn execute(yaml: PathBuf, command: Command, factory: ModelFactory) -> anyhow::Result<()> {
+    let settings = Settings::load(&yaml)?;
+    match command {
+        Command::Gateway(a) => gateway::run(settings, &factory, a).await,
+        Command::Queue(a) => queue::run(settings, a).await,
+        Command::Dispatcher(a) => dispatcher::run(settings, &factory, a).await,
+        Command::Standalone(a) => crate::standalone::run(settings, &factory, a).await,
+        Command::DeadLetters(a) => dead_letters::run(settings, a).await,
+    }
+}
+
+/// The models `factory` builds for these settings; `init` loads their
+/// weights (dispatchers), without it only their checks work (gateways).
+pub fn build_models(
+    factory: &ModelFactory,
+    settings: &Settings,
+    init: bool,
+) -> anyhow::Result<ModelSet> {
+    let models = factory(settings).map_err(|e| anyhow::anyhow!("models: {e}"))?;
+    let set = if init {
+        ModelSet::initialised(models, &InitContext::for_settings(settings))
+    } else {
+        ModelSet::new(models)
+    };
+    let set = set.map_err(|e| anyhow::anyhow!("models: {e}"))?;
+    if set.is_empty() {
+        anyhow::bail!("no models are registered");
+    }
+    Ok(set)
+}
+
+/// The queue endpoints: the command line's, else the settings'.
+fn endpoints(settings: &Settings, given: &[String]) -> Vec<String> {
+    if given.is_empty() {
+        settings.server.queue_endpoints.clone()
+    } else {
+        given.to_vec()
+    }
+}

@@ -1,0 +1,43 @@
+//! `inferq queue`: one queue instance of a split deployment, serving
+//! `inferq.v1.QueueService` to gateways and dispatchers.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{Settings, StoreKind};
+use crate::queue::build;
+use crate::serve;
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// host:port to listen on (overrides Server.QueueListen).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
+    let store = settings.server.backend.store(false);
+    if store == StoreKind::Memory {
+        tracing::warn!("Server.Backend is memory: jobs do not survive a restart of this process, and only this one queue instance can serve them");
+    }
+    let instance_id = format!("queue-{}", uuid::Uuid::now_v7().simple());
+    let stop = serve::shutdown_token();
+    let service = build::queue_service(&settings, instance_id, store, &stop)?;
+    let addr = args
+        .listen
+        .unwrap_or_else(|| settings.server.queue_listen.clone());
+    let listener = serve::bind("queue-grpc", &addr).await?;
+    let s = stop.clone();
+    let server = tokio::spawn(crate::queue::grpc::serve(service, listener, async move {
+        s.cancelled().await
+    }));
+    stop.cancelled().await;
+    // Dispatch streams stay open until their dispatchers go; do not wait forever.
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(r) => r?.context("queue server")?,
+        Err(_) => tracing::warn!("streams still open after 5s; exiting"),
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The sections of settings.yaml besides the services and models: `API`
+//! (the gateway), `Server` (queues and dispatchers), `OnnxRuntime`, `OpenAI`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the ONNX Runtime shared library is (loaded at run time).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OnnxRuntimeSettings {
+    /// Path of `libonnxruntime.so` (relative to this file); empty: the
+    /// `ORT_DYLIB_PATH` environment variable, else `.cache/models/libonnxruntime.so`
+    /// under the working directory (where `scripts/fetch-models.sh` puts it).
+    #[serde(rename = "Library")]
+    pub library: String,
+}
+
+/// The OpenAI-style API (`POST /v1/embeddings`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OpenAiSettings {
+    /// Bearer tokens accepted; empty: the API is off.
+    #[serde(rename = "ApiKeys")]
+    pub api_keys: Vec<String>,
+}
+
+/// The `API` section: the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    #[serde(rename = "Port")]
+    pub port: u16,
+    #[serde(rename = "Addr")]
+    pub addr: String,
+    /// go-infer's shared SM2 key: base64 of the 32-byte private scalar. The
+    /// gateway derives the verifying public key from it.
+    #[serde(rename = "SM2PrivateKey")]
+    pub sm2_private_key: Option<String>,
+    #[serde(rename = "AppIdSecret")]
+    pub app_id_secret: BTreeMap<String, String>,
+    /// Seconds; a request whose timestamp is further than this from now is refused.
+    #[serde(rename = "RequestTimestampDiff")]
+    pub request_timestamp_diff: f64,
+    /// appIds allowed to send `signType: plain`.
+    #[serde(rename = "AllowSignPlain")]
+    pub allow_sign_plain: Vec<String>,
+
+    // ---- inferq's own keys ----
+    /// Per-appId SM2 public keys (hex or base64 of the SEC1 point `04‖x‖y`), so
+    /// the server need not hold a client's private key. Checked before `SM2PrivateKey`.
+    #[serde(rename = "SM2PublicKeys")]
+    pub sm2_public_keys: BTreeMap<String, String>,
+    /// Port of the public gRPC API (`inferq.v1.Predict`); 0 picks a free port. Addr as `Addr`.
+    #[serde(rename = "GrpcPort")]
+    pub grpc_port: Option<u16>,
+    /// Largest request body accepted, in bytes.
+    #[serde(rename = "MaxBodyBytes")]
+    pub max_body_bytes: usize,
+    /// Requests handled at once by one gateway; more wait.
+    #[serde(rename = "MaxConcurrentRequests")]
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            port: 5000,
+            addr: "0.0.0.0".into(),
+            sm2_private_key: None,
+            app_id_secret: BTreeMap::new(),
+            request_timestamp_diff: 300.0,
+            allow_sign_plain: Vec::new(),
+            sm2_public_keys: BTreeMap::new(),
+            grpc_port: Some(5001),
+            max_body_bytes: 1 << 20,
+            max_concurrent_requests: 10_000,
+        }
+    }
+}
+
+/// Which store holds the queues (`Server.Backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// `standalone` uses memory, the split subcommands use Redis.
+    #[default]
+    Auto,
+    Memory,
+    Redis,
+}
+
+/// The store a process uses, once `auto` is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+impl BackendChoice {
+    /// The one place `auto` is decided: memory for `standalone` (one
+    /// process, nothing to share), Redis for a queue instance of a split
+    /// deployment (durable, shared by several instances).
+    pub fn store(self, standalone: bool) -> StoreKind {
+        match self {
+            BackendChoice::Memory => StoreKind::Memory,
+            BackendChoice::Redis => StoreKind::Redis,
+            BackendChoice::Auto if standalone => StoreKind::Memory,
+            BackendChoice::Auto => StoreKind::Redis,
+        }
+    }
+}
+
+/// The `Server` section: queues and dispatchers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    #[serde(rename = "RedisServer")]
+    pub redis_server: String,
+    #[serde(rename = "RedisPasswd")]
+    pub redis_passwd: String,
+    /// Base name of the request queues; queue N is `QueueName` + N.
+    #[serde(rename = "QueueName")]
+    pub queue_name: String,
+    /// How many request queues a gateway spreads its requests over.
+    #[serde(rename = "RequestQueueAmount")]
+    pub request_queue_amount: u32,
+    /// Seconds a synchronous call waits for its result.
+    #[serde(rename = "MessageTimeout")]
+    pub message_timeout: f64,
+    /// Jobs one dispatcher holds at once (its credits).
+    #[serde(rename = "MaxWorkers")]
+    pub max_workers: u32,
+
+    // ---- inferq's own keys ----
+    /// `auto`, `memory` or `redis`.
+    #[serde(rename = "Backend")]
+    pub backend: BackendChoice,
+    /// Where `inferq queue` listens (gRPC).
+    #[serde(rename = "QueueListen")]
+    pub queue_listen: String,
+    /// The queue services gateways and dispatchers connect to.
+    #[serde(rename = "QueueEndpoints")]
+    pub queue_endpoints: Vec<String>,
+    /// Where a dispatcher serves `/metrics` and `/healthz`; empty: not served.
+    #[serde(rename = "DispatcherMetricsListen")]
+    pub dispatcher_metrics_listen: String,
+    /// Most jobs waiting in one queue; a put beyond it is refused (9702).
+    #[serde(rename = "MaxQueueLength")]
+    pub max_queue_length: usize,
+    /// A job handed out this many times without a result goes to the dead letters (9998).
+    #[serde(rename = "MaxDeliveries")]
+    pub max_deliveries: u32,
+    /// Seconds a dispatcher waits for its jobs in hand on SIGTERM before it exits anyway.
+    #[serde(rename = "DrainTimeout")]
+    pub drain_timeout: f64,
+    /// Threads that run `Infer` in a dispatcher; 0: MaxWorkers.
+    #[serde(rename = "InferThreads")]
+    pub infer_threads: usize,
+    /// Most pooled Redis connections per queue-service process.
+    #[serde(rename = "RedisPoolSize")]
+    pub redis_pool_size: usize,
+    /// Prefix of every Redis key inferq uses.
+    #[serde(rename = "RedisKeyPrefix")]
+    pub redis_key_prefix: String,
+    /// Seconds a job may stay with a consumer that stopped renewing it (a dead
+    /// queue instance) before another takes it over.
+    #[serde(rename = "ReclaimIdle")]
+    pub reclaim_idle: f64,
+    /// Seconds a result is kept for lookup by request id.
+    #[serde(rename = "ResultTTL")]
+    pub result_ttl: f64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            redis_server: "127.0.0.1:6379".into(),
+            redis_passwd: String::new(),
+            queue_name: "goinfer-synchronous-asynchronous-queue".into(),
+            request_queue_amount: 1,
+            message_timeout: 10.0,
+            max_workers: 8,
+            backend: BackendChoice::Auto,
+            queue_listen: "127.0.0.1:5100".into(),
+            queue_endpoints: vec!["http://127.0.0.1:5100".into()],
+            dispatcher_metrics_listen: String::new(),
+            max_queue_length: 100_000,
+            max_deliveries: 3,
+            drain_timeout: 30.0,
+            infer_threads: 0,
+            redis_pool_size: 32,
+            redis_key_prefix: "inferq:".into(),
+            reclaim_idle: 5.0,
+            result_ttl: 300.0,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The name of request queue `n`.
+    pub fn queue(&self, n: u32) -> String {
+        format!("{}{}", self.queue_name, n)
+    }
+
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.message_timeout)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout)
+    }
+
+    pub fn reclaim_idle(&self) -> Duration {
+        Duration::from_secs_f64(self.reclaim_idle)
+    }
+
+    pub fn result_ttl(&self) -> Duration {
+        Duration::from_secs_f64(self.result_ttl)
+    }
+}
+
+impl ApiSettings {
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.addr, self.port)
+    }
+    pub fn grpc_addr(&self) -> Option<String> {
+        self.grpc_port.map(|p| format!("{}:{}", self.addr, p))
+    }
+}
