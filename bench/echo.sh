@@ -7,11 +7,17 @@
 # again with wrk (Debian package) as an independent check.
 # usage: bench/echo.sh [SECONDS]   (needs wrk and redis-server)
 #        BENCH_ONLY=redis bench/echo.sh 5   runs only the Redis parts
+#        BENCH_BIN=/path/to/inferq bench/echo.sh 5   measures that binary
+#          (e.g. one built from an earlier commit, for a before/after table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
-cargo build --release --quiet --bin inferq
-bin=target/release/inferq
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --quiet --bin inferq
+  bin=target/release/inferq
+fi
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }

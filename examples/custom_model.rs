@@ -3,8 +3,8 @@
 //! ```text
 //! cargo run --release --example custom_model -- standalone
 //! ```
-//! serves the zoo's models plus `/api/reverse`, with every subcommand
-//! (`gateway`, `queue`, `dispatcher`, `standalone`, `bench`) available.
+//! serves the zoo's models plus `/api/reverse`, with every serving subcommand
+//! (`gateway`, `queue`, `dispatcher`, `standalone`, `dead-letters`) available.
 
 use inferq::config::Settings;
 use inferq::model_zoo::{self, InitContext, Model, ModelError, Params};
