@@ -26,6 +26,26 @@ use crate::config::{ModelSpec, Settings};
 pub type ModelFactory =
     std::sync::Arc<dyn Fn(&Settings) -> Result<Vec<Box<dyn Model>>, ModelError> + Send + Sync>;
 
+/// The models `factory` builds for these settings; `init` loads their
+/// weights (dispatchers), without it only their checks work (gateways).
+pub fn build(
+    factory: &ModelFactory,
+    settings: &Settings,
+    init: bool,
+) -> Result<ModelSet, ModelError> {
+    let models = factory(settings)?;
+    let set = if init {
+        ModelSet::initialised(models, &InitContext::for_settings(settings))
+    } else {
+        ModelSet::new(models)
+    };
+    let set = set?;
+    if set.is_empty() {
+        return Err(ModelError::new("no models are registered"));
+    }
+    Ok(set)
+}
+
 /// The zoo's models that need no files: what `inferq` serves by default.
 pub fn default_models(settings: &Settings) -> Result<Vec<Box<dyn Model>>, ModelError> {
     let mut models: Vec<Box<dyn Model>> = vec![Box::new(Echo)];

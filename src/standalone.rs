@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use clap::Args;
 use futures::StreamExt;
@@ -21,7 +22,7 @@ use crate::dispatcher::nodes::eas_nodes;
 use crate::dispatcher::{DispatcherNode, NodeOptions};
 use crate::gateway::server::{self, Ports};
 use crate::gateway::Gateway;
-use crate::model_zoo::ModelFactory;
+use crate::model_zoo::{self, ModelFactory};
 use crate::proto::{
     AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply, AsyncCommitRequest,
     AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest, AsyncSearchReply,
@@ -107,8 +108,8 @@ pub async fn run(
     let backend_stop = CancellationToken::new();
     let instance_id = format!("standalone-{}", uuid::Uuid::now_v7().simple());
     let service = build::queue_service(&settings, instance_id, store, &backend_stop)?;
-    let gateway_models = crate::cli::build_models(factory, &settings, false)?;
-    let node_models = Arc::new(crate::cli::build_models(factory, &settings, true)?);
+    let gateway_models = model_zoo::build(factory, &settings, false).context("models")?;
+    let node_models = Arc::new(model_zoo::build(factory, &settings, true).context("models")?);
     let link: Arc<dyn QueueLink> = Arc::new(LocalQueueLink(Arc::clone(&service)));
     let gateway = Arc::new(Gateway::new(&settings, gateway_models, link)?);
     let eas_link = service

@@ -10,13 +10,25 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::service::EasQueues;
+use super::service::{EasError, EasQueues};
 use super::store::{wait_for_change, Completion, Item, NewItem, QueueRef, TakeOptions};
 use crate::config::ServiceSpec;
-use crate::proto::eas::{sink_payload, REQUEST_ID_TAG};
+use crate::proto::eas::{input_queue_name, sink_payload, REQUEST_ID_TAG};
 use crate::proto::{job_result, Job, JobResult};
 use crate::queue::error::StoreError;
 use crate::queue::source::{JobSource, Lease};
+
+impl EasQueues {
+    /// The job source of a `Dispatch` session for `service`'s input.
+    pub fn input_source(self: &Arc<Self>, service: &str) -> Result<EasInput, EasError> {
+        let spec = self.service(service)?.clone();
+        Ok(EasInput {
+            queues: Arc::clone(self),
+            spec,
+            queue: input_queue_name(service),
+        })
+    }
+}
 
 /// The input queue of one service, as a `Dispatch` session's job source.
 pub struct EasInput {

@@ -14,7 +14,6 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use super::input::EasInput;
 use super::store::{
     wait_for_change, EasStore, Item, ItemState, Negative, NewItem, QueueRef, QueueStats, Selector,
 };
@@ -234,18 +233,6 @@ impl EasQueues {
     pub async fn search(&self, q: &QueueRef, index: u64) -> Result<Option<ItemState>, EasError> {
         self.open(q)?;
         Ok(self.store.search(q, index).await?)
-    }
-
-    /// The job source of a `Dispatch` session for `service`'s input.
-    pub fn input_source(self: &Arc<Self>, service: &str) -> Result<EasInput, EasError> {
-        match self.services.get(service) {
-            Some(spec) => Ok(EasInput {
-                queues: Arc::clone(self),
-                spec: spec.clone(),
-                queue: input_queue_name(service),
-            }),
-            None => Err(EasError::UnknownService(service.to_string())),
-        }
     }
 
     /// Depths of the services' input queues that are on, under their

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Args;
 
 use crate::config::Settings;
 use crate::dispatcher::nodes::eas_nodes;
 use crate::dispatcher::{DispatcherNode, NodeOptions, RemoteDispatchLink};
-use crate::model_zoo::ModelFactory;
+use crate::model_zoo::{self, ModelFactory};
 use crate::serve;
 
 #[derive(Debug, Args)]
@@ -44,7 +45,7 @@ pub async fn run(
     if max_workers == 0 {
         anyhow::bail!("--max-workers must be at least 1");
     }
-    let models = Arc::new(super::build_models(factory, &settings, true)?);
+    let models = Arc::new(model_zoo::build(factory, &settings, true).context("models")?);
     let endpoints = super::endpoints(&settings, &args.queue_endpoints);
     let metrics_addr = args
         .metrics_listen

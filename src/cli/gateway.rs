@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Args;
 
 use crate::config::Settings;
 use crate::gateway::server::{self, Ports};
 use crate::gateway::{Gateway, RemoteQueueLink};
-use crate::model_zoo::ModelFactory;
+use crate::model_zoo::{self, ModelFactory};
 use crate::proto::{EasLink, QueueLink};
 
 #[derive(Debug, Args)]
@@ -29,7 +30,7 @@ pub async fn run(
     factory: &ModelFactory,
     args: GatewayArgs,
 ) -> anyhow::Result<()> {
-    let models = super::build_models(factory, &settings, false)?;
+    let models = model_zoo::build(factory, &settings, false).context("models")?;
     let endpoints = super::endpoints(&settings, &args.queue_endpoints);
     let remote = Arc::new(RemoteQueueLink::new(&endpoints)?);
     let link: Arc<dyn QueueLink> = remote.clone();

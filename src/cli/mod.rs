@@ -16,7 +16,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
-use crate::model_zoo::{InitContext, Model, ModelError, ModelFactory, ModelSet};
+use crate::model_zoo::{Model, ModelError, ModelFactory};
 
 pub mod dead_letters;
 pub mod dispatcher;
@@ -109,26 +109,6 @@ pub async fn execute(yaml: PathBuf, command: Command, factory: ModelFactory) -> 
         Command::Standalone(a) => crate::standalone::run(settings, &factory, a).await,
         Command::DeadLetters(a) => dead_letters::run(settings, a).await,
     }
-}
-
-/// The models `factory` builds for these settings; `init` loads their
-/// weights (dispatchers), without it only their checks work (gateways).
-pub fn build_models(
-    factory: &ModelFactory,
-    settings: &Settings,
-    init: bool,
-) -> anyhow::Result<ModelSet> {
-    let models = factory(settings).map_err(|e| anyhow::anyhow!("models: {e}"))?;
-    let set = if init {
-        ModelSet::initialised(models, &InitContext::for_settings(settings))
-    } else {
-        ModelSet::new(models)
-    };
-    let set = set.map_err(|e| anyhow::anyhow!("models: {e}"))?;
-    if set.is_empty() {
-        anyhow::bail!("no models are registered");
-    }
-    Ok(set)
 }
 
 /// The queue endpoints: the command line's, else the settings'.

@@ -387,4 +387,33 @@ Customer: {
             .to_string()
             .starts_with("settings file /nonexistent/settings.yaml"));
     }
+
+    #[test]
+    fn models_are_typed_by_kind_and_errors_name_the_key() {
+        let ok = "Models:\n  m:\n    Kind: lr\n    ApiPath: /api/m\n    Coefficients: {a: 1.5}\n";
+        let s = Settings::from_yaml(ok, Path::new("s.yaml")).expect("valid");
+        match &s.models["m"] {
+            ModelSpec::Logistic(l) => assert_eq!(l.coefficients["a"], 1.5),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.models["m"].api_path(), "/api/m");
+
+        let cases = [
+            ("Models:\n  m:\n    ApiPath: /api/m\n", "Kind is missing"),
+            ("Models:\n  m:\n    Kind: pmml\n", "unknown kind"),
+            (
+                "Models:\n  m:\n    Kind: embedding\n    Batch: {MaxBatchSize: many}\n",
+                "Batch.MaxBatchSize",
+            ),
+            ("Models:\n  m:\n    Kind: lr\n    ApiPath: /x\n    Coefficients: {}\n    Typo: 1\n", "Typo"),
+        ];
+        for (yaml, says) in cases {
+            let line = Settings::from_yaml(yaml, Path::new("s.yaml"))
+                .expect_err(yaml)
+                .to_string();
+            assert!(line.contains("Models.m"), "{line}");
+            assert!(line.contains(says), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
 }
