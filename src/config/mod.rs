@@ -405,7 +405,10 @@ Customer: {
                 "Models:\n  m:\n    Kind: embedding\n    Batch: {MaxBatchSize: many}\n",
                 "Batch.MaxBatchSize",
             ),
-            ("Models:\n  m:\n    Kind: lr\n    ApiPath: /x\n    Coefficients: {}\n    Typo: 1\n", "Typo"),
+            (
+                "Models:\n  m:\n    Kind: lr\n    ApiPath: /x\n    Coefficients: {}\n    Typo: 1\n",
+                "Typo",
+            ),
         ];
         for (yaml, says) in cases {
             let line = Settings::from_yaml(yaml, Path::new("s.yaml"))
