@@ -357,20 +357,34 @@ mod tests {
         }
     }
 
-    /// Runs `n` jobs submitted while the only slot is taken, then freed.
-    async fn batches_of(n: usize, max_batch_size: usize) -> Vec<usize> {
-        let model = Arc::new(Recorder(Default::default()));
-        let slots = Arc::new(Semaphore::new(1));
+    fn start(
+        model: &Arc<Recorder>,
+        max_batch_size: usize,
+        max_queue_delay: Duration,
+        slots: Arc<Semaphore>,
+    ) -> Batcher {
         let policy = BatchPolicy {
             max_batch_size,
-            max_queue_delay: Duration::from_millis(5),
+            max_queue_delay,
             max_batch_tokens: 1 << 20,
         };
         let codes = BatchCodes {
             expired: 9997,
             infer_fail: 9998,
         };
-        let batcher = Batcher::start(model.clone(), policy, Arc::clone(&slots), codes);
+        Batcher::start(model.clone(), policy, slots, codes)
+    }
+
+    /// Runs `n` jobs submitted while the only slot is taken, then freed.
+    async fn batches_of(n: usize, max_batch_size: usize) -> Vec<usize> {
+        let model = Arc::new(Recorder(Default::default()));
+        let slots = Arc::new(Semaphore::new(1));
+        let batcher = start(
+            &model,
+            max_batch_size,
+            Duration::from_millis(5),
+            Arc::clone(&slots),
+        );
         let busy = Arc::clone(&slots).acquire_owned().await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         for i in 0..n {
@@ -400,16 +414,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lone_job_does_not_wait_for_company() {
         let model = Arc::new(Recorder(Default::default()));
-        let policy = BatchPolicy {
-            max_batch_size: 8,
-            max_queue_delay: Duration::from_secs(10),
-            max_batch_tokens: 1 << 20,
-        };
-        let codes = BatchCodes {
-            expired: 9997,
-            infer_fail: 9998,
-        };
-        let batcher = Batcher::start(model.clone(), policy, Arc::new(Semaphore::new(1)), codes);
+        let batcher = start(
+            &model,
+            8,
+            Duration::from_secs(10),
+            Arc::new(Semaphore::new(1)),
+        );
         let (tx, mut rx) = mpsc::unbounded_channel();
         let start = Instant::now();
         batcher.submit(job("alone"), tx);
@@ -425,16 +435,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_expired_job_is_answered_and_not_run() {
         let model = Arc::new(Recorder(Default::default()));
-        let policy = BatchPolicy {
-            max_batch_size: 8,
-            max_queue_delay: Duration::ZERO,
-            max_batch_tokens: 1 << 20,
-        };
-        let codes = BatchCodes {
-            expired: 9997,
-            infer_fail: 9998,
-        };
-        let batcher = Batcher::start(model.clone(), policy, Arc::new(Semaphore::new(1)), codes);
+        let batcher = start(&model, 8, Duration::ZERO, Arc::new(Semaphore::new(1)));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut late = job("late");
         late.deadline_unix_ms = unix_ms_now() - 1;

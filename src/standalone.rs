@@ -17,10 +17,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::cli::PortArgs;
 use crate::config::Settings;
 use crate::dispatcher::nodes::eas_nodes;
 use crate::dispatcher::{DispatcherNode, NodeOptions};
-use crate::gateway::server::{self, Ports};
+use crate::gateway::server;
 use crate::gateway::Gateway;
 use crate::model_zoo::{self, ModelFactory};
 use crate::proto::{
@@ -35,12 +36,8 @@ use crate::serve;
 
 #[derive(Debug, Args)]
 pub struct StandaloneArgs {
-    /// REST port (overrides API.Port; 0 picks a free one).
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Public gRPC port (overrides API.GrpcPort; 0 picks a free one).
-    #[arg(long)]
-    pub grpc_port: Option<u16>,
+    #[command(flatten)]
+    pub ports: PortArgs,
     /// Jobs the dispatcher holds at once (overrides Server.MaxWorkers).
     #[arg(long)]
     pub max_workers: Option<u32>,
@@ -143,12 +140,8 @@ pub async fn run(
         nodes.push(tokio::spawn(n.run(nodes_stop.clone())));
     }
     tracing::info!(models = ?gateway.paths(), max_workers, "standalone starting");
-    let ports = Ports {
-        http: args.port,
-        grpc: args.grpc_port,
-    };
     // Requests in flight are answered before the dispatchers drain.
-    server::serve(gateway, eas, &settings, ports, stop).await?;
+    server::serve(gateway, eas, &settings, args.ports.ports(), stop).await?;
     nodes_stop.cancel();
     for n in nodes {
         let _ = n.await;

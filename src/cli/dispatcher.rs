@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
+use super::QueueEndpointArgs;
 use crate::config::Settings;
 use crate::dispatcher::nodes::eas_nodes;
 use crate::dispatcher::{DispatcherNode, NodeOptions, RemoteDispatchLink};
@@ -30,9 +31,8 @@ pub struct DispatcherArgs {
     /// Node name reported to the queue (default: hostname-pid).
     #[arg(long)]
     pub node_id: Option<String>,
-    /// Queue service URL (repeatable; overrides Server.QueueEndpoints).
-    #[arg(long = "queue-endpoint")]
-    pub queue_endpoints: Vec<String>,
+    #[command(flatten)]
+    pub queues: QueueEndpointArgs,
 }
 
 pub async fn run(
@@ -46,7 +46,7 @@ pub async fn run(
         anyhow::bail!("--max-workers must be at least 1");
     }
     let models = Arc::new(model_zoo::build(factory, &settings, true).context("models")?);
-    let endpoints = super::endpoints(&settings, &args.queue_endpoints);
+    let endpoints = args.queues.or_settings(&settings);
     let metrics_addr = args
         .metrics_listen
         .clone()

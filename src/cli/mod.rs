@@ -13,9 +13,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Settings;
+use crate::gateway::server::Ports;
 use crate::model_zoo::{Model, ModelError, ModelFactory};
 
 pub mod dead_letters;
@@ -111,11 +112,41 @@ pub async fn execute(yaml: PathBuf, command: Command, factory: ModelFactory) -> 
     }
 }
 
-/// The queue endpoints: the command line's, else the settings'.
-fn endpoints(settings: &Settings, given: &[String]) -> Vec<String> {
-    if given.is_empty() {
-        settings.server.queue_endpoints.clone()
-    } else {
-        given.to_vec()
+/// The listening ports a gateway takes from the command line.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// REST port (overrides API.Port; 0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Public gRPC port (overrides API.GrpcPort; 0 picks a free one).
+    #[arg(long)]
+    pub grpc_port: Option<u16>,
+}
+
+impl PortArgs {
+    pub fn ports(&self) -> Ports {
+        Ports {
+            http: self.port,
+            grpc: self.grpc_port,
+        }
+    }
+}
+
+/// Where the queue instances are, when the command line says.
+#[derive(Debug, Args)]
+pub struct QueueEndpointArgs {
+    /// Queue service URL (repeatable; overrides Server.QueueEndpoints).
+    #[arg(long = "queue-endpoint")]
+    pub queue_endpoints: Vec<String>,
+}
+
+impl QueueEndpointArgs {
+    /// The command line's endpoints, else the settings'.
+    pub fn or_settings(&self, settings: &Settings) -> Vec<String> {
+        if self.queue_endpoints.is_empty() {
+            settings.server.queue_endpoints.clone()
+        } else {
+            self.queue_endpoints.clone()
+        }
     }
 }
