@@ -52,7 +52,9 @@ impl Authenticator {
 
     /// Checks `env` at unix time `now`.
     pub fn verify(&self, env: &Envelope, now: i64) -> Result<(), FieldError> {
-        if ((now - env.timestamp) as f64).abs() > self.window_secs {
+        // A client's timestamp can be any i64: the distance, not a difference
+        // that overflows.
+        if now.abs_diff(env.timestamp) as f64 > self.window_secs {
             return Err((
                 ErrorKind::SignFail2,
                 format!(
@@ -118,6 +120,36 @@ impl Authenticator {
                 }
             }
             other => Err((ErrorKind::SignFail3, format!("signType {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(timestamp: i64) -> Envelope {
+        let body = json!({
+            "appId": "app", "signType": "plain", "version": "1",
+            "timestamp": timestamp, "data": {},
+        });
+        Envelope::from_body(body.to_string().as_bytes()).expect("envelope")
+    }
+
+    #[test]
+    fn any_timestamp_is_judged_by_its_distance_without_overflow() {
+        let mut api = ApiSettings::default();
+        api.app_id_secret.insert("app".into(), "secret".into());
+        api.allow_sign_plain.push("app".into());
+        let auth = Authenticator::new(&api).expect("authenticator");
+        let now = 1_760_000_000;
+        assert!(auth.verify(&envelope(now - 10), now).is_ok());
+        for far in [i64::MIN, i64::MAX, now - 301, now + 301] {
+            match auth.verify(&envelope(far), now) {
+                Err((kind, _)) => assert_eq!(kind, ErrorKind::SignFail2, "{far}"),
+                Ok(()) => panic!("timestamp {far} accepted"),
+            }
         }
     }
 }

@@ -36,7 +36,11 @@ use crate::proto::{
 
 type Outbound = mpsc::Sender<Result<QueueMessage, Status>>;
 
-type InHand = Arc<Mutex<HashMap<String, Lease>>>;
+/// The leases a session holds, by request id. The same request id can be
+/// stored twice (a gateway's failover resend), so an id may hold several
+/// leases: the job is sent once, and its one result completes them all and
+/// gives all their credits back.
+type InHand = Arc<Mutex<HashMap<String, Vec<Lease>>>>;
 
 /// How sessions behave.
 #[derive(Debug, Clone)]
@@ -176,7 +180,7 @@ pub async fn run(
         };
         stop.cancel();
         let _ = leaser.await;
-        let held = in_hand.lock().len();
+        let held: usize = in_hand.lock().values().map(Vec::len).sum();
         in_hand.lock().clear();
         match source.release(&session_id).await {
             Ok(0) => tracing::info!(%ended_by, "dispatcher disconnected"),
@@ -221,7 +225,11 @@ async fn take_results(
         let mut held = in_hand.lock();
         for result in results {
             match held.remove(&result.request_id) {
-                Some(lease) => done.push((lease, result)),
+                Some(leases) => {
+                    for lease in leases {
+                        done.push((lease, result.clone()));
+                    }
+                }
                 None => {
                     tracing::warn!(request_id = %result.request_id, "result for a job this dispatcher does not hold; ignored")
                 }
@@ -323,10 +331,16 @@ async fn lease_loop(
                 window.give_back(1);
                 continue;
             }
-            in_hand
-                .lock()
-                .insert(lease.job.request_id.clone(), lease.clone());
-            to_send.push(lease.job);
+            let mut held = in_hand.lock();
+            match held.get_mut(&lease.job.request_id) {
+                // Already running here under another lease: its result will
+                // answer this one too; the job is not sent twice.
+                Some(leases) => leases.push(lease),
+                None => {
+                    held.insert(lease.job.request_id.clone(), vec![lease.clone()]);
+                    to_send.push(lease.job);
+                }
+            }
         }
         for job in to_send {
             let msg = QueueMessage {

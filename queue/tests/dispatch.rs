@@ -246,3 +246,30 @@ async fn after_drain_no_new_job_is_sent_and_results_still_count() {
     let depth = h.store.depth(Some(QUEUE)).await.unwrap();
     assert_eq!((depth[0].ready, depth[0].leased), (1, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_id_stored_twice_runs_once_and_returns_both_credits() {
+    // A gateway's failover resend can store the same request id twice.
+    let h = harness();
+    h.store.enqueue(job("dup", 0)).await.unwrap();
+    h.store.enqueue(job("dup", 0)).await.unwrap();
+    h.store.enqueue(job("other", 0)).await.unwrap();
+    let mut d = Dispatcher::open(&h, 3).await;
+    let mut sent = Vec::new();
+    while let Some(j) = d.next_job().await {
+        sent.push(j.request_id);
+    }
+    assert_eq!(sent, ["dup", "other"], "the duplicate is not sent again");
+    let mut waiter = h.waiters.register("dup");
+    d.answer("dup").await;
+    answered(&mut waiter).await;
+    // Both leases of "dup" are done: two credits back, one still out ("other").
+    for id in ["a", "b", "c"] {
+        h.store.enqueue(job(id, 0)).await.unwrap();
+    }
+    let mut more = Vec::new();
+    while let Some(j) = d.next_job().await {
+        more.push(j.request_id);
+    }
+    assert_eq!(more, ["a", "b"]);
+}
