@@ -16,3 +16,6 @@ pub mod nodes;
 
 pub use link::RemoteDispatchLink;
 pub use node::{DispatcherNode, NodeOptions};
+
+#[cfg(test)]
+mod tests;

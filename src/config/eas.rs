@@ -10,22 +10,22 @@ use super::KeyError;
 /// token and its queues, with the EAS service-config names.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AsyncServiceSettings {
+pub struct EasServiceSettings {
     /// API path of the model that runs the input queue's items, e.g. `/api/lr`.
     pub model: String,
     /// The `Authorization` header clients must send; empty: no check.
     #[serde(default)]
     pub token: String,
     #[serde(default)]
-    pub queue: AsyncQueueSettings,
+    pub queue: EasQueueSettings,
     #[serde(default)]
-    pub rpc: AsyncRpcSettings,
+    pub rpc: EasRpcSettings,
 }
 
 /// EAS `queue.*` keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct AsyncQueueSettings {
+pub struct EasQueueSettings {
     /// (inferq) Memory the service's two queues may use, in MB, shared by
     /// `sink.memory_ratio`. It turns a `max_length` into the largest item and
     /// a `max_payload_size` into the most items.
@@ -37,9 +37,9 @@ pub struct AsyncQueueSettings {
     pub min_replica: u32,
 }
 
-impl Default for AsyncQueueSettings {
+impl Default for EasQueueSettings {
     fn default() -> Self {
-        AsyncQueueSettings {
+        EasQueueSettings {
             memory_mb: 1024,
             source: QueueSideSettings::default(),
             sink: QueueSideSettings::default(),
@@ -65,14 +65,14 @@ pub struct QueueSideSettings {
 /// EAS `rpc.*` keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct AsyncRpcSettings {
+pub struct EasRpcSettings {
     /// Items of the input queue a dispatcher holds at once (its credits).
     pub worker_threads: u32,
 }
 
-impl Default for AsyncRpcSettings {
+impl Default for EasRpcSettings {
     fn default() -> Self {
-        AsyncRpcSettings { worker_threads: 5 }
+        EasRpcSettings { worker_threads: 5 }
     }
 }
 
@@ -88,9 +88,9 @@ pub struct QueueLimits {
 }
 
 /// Items a queue holds when neither `max_length` nor `max_payload_size` is set.
-pub const DEFAULT_ASYNC_MAX_LENGTH: u64 = 10_000;
+pub const DEFAULT_EAS_MAX_LENGTH: u64 = 10_000;
 
-impl AsyncServiceSettings {
+impl EasServiceSettings {
     /// The input (`sink == false`) or sink queue's limits; an error names the key.
     pub fn limits(&self, sink: bool) -> Result<QueueLimits, KeyError> {
         let (side, name) = if sink {
@@ -128,8 +128,8 @@ impl AsyncServiceSettings {
             (Some(n), None) => (n, (memory / n).max(1)),
             (None, Some(kb)) => ((memory / (kb * 1024)).max(1), kb * 1024),
             (None, None) => (
-                DEFAULT_ASYNC_MAX_LENGTH,
-                (memory / DEFAULT_ASYNC_MAX_LENGTH).max(1),
+                DEFAULT_EAS_MAX_LENGTH,
+                (memory / DEFAULT_EAS_MAX_LENGTH).max(1),
             ),
         };
         Ok(QueueLimits {
@@ -153,7 +153,7 @@ pub struct ServiceSpec {
 
 impl ServiceSpec {
     /// The spec of service `name`; an error names the key from the top.
-    pub fn from_settings(name: &str, s: &AsyncServiceSettings) -> Result<Self, KeyError> {
+    pub fn from_settings(name: &str, s: &EasServiceSettings) -> Result<Self, KeyError> {
         let limits = |sink| {
             s.limits(sink)
                 .map_err(|e| e.under(&format!("AsyncServices.{name}")))

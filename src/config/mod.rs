@@ -21,8 +21,8 @@ pub mod models;
 pub mod sections;
 
 pub use eas::{
-    AsyncQueueSettings, AsyncRpcSettings, AsyncServiceSettings, QueueLimits, QueueSideSettings,
-    ServiceSpec, DEFAULT_ASYNC_MAX_LENGTH,
+    EasQueueSettings, EasRpcSettings, EasServiceSettings, QueueLimits, QueueSideSettings,
+    ServiceSpec, DEFAULT_EAS_MAX_LENGTH,
 };
 pub use models::ModelSpec;
 pub use sections::{
@@ -97,7 +97,7 @@ pub struct Settings {
     /// has an input queue at `/api/predict/<name>` and a sink queue at
     /// `/api/predict/<name>/sink`. Keys inside use EAS's names.
     #[serde(rename = "AsyncServices")]
-    pub async_services: BTreeMap<String, AsyncServiceSettings>,
+    pub async_services: BTreeMap<String, EasServiceSettings>,
     /// Where the file was read from (set by the loader; relative model paths resolve against it).
     #[serde(skip)]
     pub source: Option<PathBuf>,
