@@ -16,6 +16,7 @@ use inferq::queue::{
     JobStore, JobStoreOptions, MemoryJobStore, RedisJobStore, RedisOptions, ResultWaiters,
     StoreError,
 };
+use redis::Value;
 use tokio_util::sync::CancellationToken;
 
 const NO_WAIT: Duration = Duration::from_millis(5);
@@ -400,4 +401,62 @@ async fn redis_instances_share_queues_and_reclaim() {
         "a job whose holder renews it is not taken away"
     );
     stop_b.cancel();
+}
+
+/// An entry in a job stream that is not a job (written by something else,
+/// or corrupted) neither fails the lease of the jobs read with it nor comes
+/// back: it goes to the dead letters as it is, and `dead-letters list` shows
+/// it; re-queueing skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_entries_that_are_not_jobs_are_dead_lettered_alone() {
+    let dir = common::TestDir::new();
+    let server = common::RedisServer::start(dir.path());
+    let stop = CancellationToken::new();
+    let store = RedisJobStore::start(
+        redis_options(&server.addr(), "poison:"),
+        opts("P", 100, 3),
+        ResultWaiters::new(),
+        stop.clone(),
+    )
+    .unwrap();
+    assert!(store.wait_until_reachable(&stop).await);
+    store.enqueue(job("before", "q", 0, "")).await.unwrap();
+    let client = redis::Client::open(format!("redis://{}", server.addr())).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    for (field, value) in [("job", &b"\xff\xff not protobuf"[..]), ("other", b"x")] {
+        let _: String = redis::cmd("XADD")
+            .arg("poison:q:q:lo")
+            .arg("*")
+            .arg(field)
+            .arg(value)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    store.enqueue(job("after", "q", 0, "")).await.unwrap();
+
+    let leased = store.lease("q", "c1", 10, NO_WAIT).await.expect("lease");
+    assert_eq!(ids(&leased), ["before", "after"]);
+    let dead = store.dead_letters("q", 10).await.expect("list");
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead.iter().all(|d| d.reason.starts_with("not a job")),
+        "{dead:?}"
+    );
+    let pending: Value = redis::cmd("XPENDING")
+        .arg("poison:q:q:lo")
+        .arg("inferq")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let Value::Array(summary) = pending else {
+        panic!("{pending:?}")
+    };
+    assert_eq!(
+        summary.first(),
+        Some(&Value::Int(2)),
+        "only the two jobs are pending"
+    );
+    assert_eq!(store.requeue_dead("q", &[]).await.unwrap(), 0);
+    stop.cancel();
 }

@@ -5,9 +5,47 @@
 use prost::Message;
 use redis::Value;
 
+use super::lease::Poison;
 use super::*;
 
+/// How a dead letter that was not a job is marked.
+const NOT_A_JOB: &str = "not a job";
+
 impl RedisJobStore {
+    /// Dead-letters an entry that is not a job, as it is, and removes it
+    /// from its lane (nobody waits for it: there is no request id to answer).
+    pub(super) async fn bury(&self, queue: &str, p: &Poison) -> Result<(), StoreError> {
+        let key = self.lane_key(queue, p.lane);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XADD")
+            .arg(self.dead_key(queue))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_LETTER_MAXLEN)
+            .arg("*")
+            .arg("job")
+            .arg(&p.raw)
+            .arg("reason")
+            .arg(format!("{NOT_A_JOB}: {}", p.why))
+            .arg("at")
+            .arg(unix_ms_now())
+            .ignore()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(&p.id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(&p.id)
+            .ignore();
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)?;
+        metrics::QUEUE_DEAD_LETTERED.inc();
+        Ok(())
+    }
+
     /// Gives up on a job: dead letter, answer InferFail, acknowledge.
     pub(super) async fn dead_letter(
         &self,
@@ -62,13 +100,20 @@ impl RedisJobStore {
             let Some((id, fields)) = reply::entry(e) else {
                 continue;
             };
-            let Some(bytes) = reply::field(&fields, "job") else {
-                continue;
-            };
-            let job = Self::decode_job(&bytes, &id)?;
-            let reason = reply::field(&fields, "reason")
+            let mut reason = reply::field(&fields, "reason")
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
+            // An entry that was not a job is listed with an empty job.
+            let bytes = reply::field(&fields, "job").unwrap_or_default();
+            let job = match Job::decode(bytes.as_slice()) {
+                Ok(job) => job,
+                Err(_) => {
+                    if !reason.starts_with(NOT_A_JOB) {
+                        reason = format!("{NOT_A_JOB} ({} bytes): {reason}", bytes.len());
+                    }
+                    Job::default()
+                }
+            };
             let at_unix_ms = reply::field(&fields, "at")
                 .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
                 .unwrap_or(0);
@@ -84,9 +129,11 @@ impl RedisJobStore {
 
     pub(super) async fn requeue(&self, queue: &str, ids: &[String]) -> Result<usize, StoreError> {
         let dead = self.dead_letters(queue, 100_000).await?;
+        // An entry that was not a job has nothing to run again.
         let chosen: Vec<DeadLetter> = dead
             .into_iter()
             .filter(|d| ids.is_empty() || ids.contains(&d.id))
+            .filter(|d| !d.job.request_id.is_empty())
             .collect();
         if chosen.is_empty() {
             return Ok(0);

@@ -19,6 +19,42 @@ pub(super) struct Entry {
     pub(super) job: Job,
 }
 
+/// An entry read from a lane that is not a job: no `job` field, or bytes
+/// that do not decode.
+pub(super) struct Poison {
+    pub(super) lane: usize,
+    pub(super) id: String,
+    pub(super) raw: Vec<u8>,
+    pub(super) why: String,
+}
+
+/// What one read returned, sorted into jobs and entries that are not.
+#[derive(Default)]
+struct Read {
+    jobs: Vec<Entry>,
+    poison: Vec<Poison>,
+}
+
+impl Read {
+    fn sort(&mut self, lane: usize, id: String, job: Option<Vec<u8>>) {
+        match job.as_deref().map(Job::decode) {
+            Some(Ok(job)) => self.jobs.push(Entry { lane, id, job }),
+            Some(Err(e)) => self.poison.push(Poison {
+                lane,
+                id,
+                why: format!("not a protobuf Job: {e}"),
+                raw: job.unwrap_or_default(),
+            }),
+            None => self.poison.push(Poison {
+                lane,
+                id,
+                why: "no job field".into(),
+                raw: Vec::new(),
+            }),
+        }
+    }
+}
+
 pub(super) fn parse_tag(tag: &str) -> Option<(usize, &str)> {
     let (lane, id) = tag.split_once('|')?;
     let lane: usize = lane.parse().ok()?;
@@ -50,7 +86,7 @@ impl RedisJobStore {
                 return Err(unavailable(e));
             }
         };
-        let mut out = Vec::new();
+        let mut read = Read::default();
         for chunk in flat.chunks(3) {
             let [lane, id, job] = chunk else { continue };
             let lane = match lane {
@@ -58,13 +94,9 @@ impl RedisJobStore {
                 _ => 1,
             };
             let id = reply::string(id).unwrap_or_default();
-            let Some(bytes) = reply::bytes(job) else {
-                continue;
-            };
-            let job = Self::decode_job(&bytes, &id)?;
-            out.push(Entry { lane, id, job });
+            read.sort(lane, id, reply::bytes(job));
         }
-        Ok(out)
+        Ok(self.keep_jobs(queue, read).await)
     }
 
     /// Waits up to `wait` for one new entry on either lane, on the consumer's
@@ -113,20 +145,14 @@ impl RedisJobStore {
                 ));
             }
         };
-        let mut out = Vec::new();
+        let mut read = Read::default();
         for (key, entries) in reply::stream_reply(reply) {
             let lane = if key == self.lane_key(queue, 0) { 0 } else { 1 };
             for (id, fields) in entries {
-                if let Some(bytes) = reply::field(&fields, "job") {
-                    out.push(Entry {
-                        lane,
-                        job: Self::decode_job(&bytes, &id)?,
-                        id,
-                    });
-                }
+                read.sort(lane, id, reply::field(&fields, "job"));
             }
         }
-        Ok(out)
+        Ok(self.keep_jobs(queue, read).await)
     }
 
     /// A blocking read on both lanes may return one entry from each; beyond
@@ -221,18 +247,13 @@ impl RedisJobStore {
             let Some(Value::Array(entries)) = parts.get(1) else {
                 continue;
             };
-            let mut claimed = Vec::new();
+            let mut read = Read::default();
             for e in entries {
                 if let Some((id, fields)) = reply::entry(e) {
-                    if let Some(bytes) = reply::field(&fields, "job") {
-                        claimed.push(Entry {
-                            lane,
-                            job: Self::decode_job(&bytes, &id)?,
-                            id,
-                        });
-                    }
+                    read.sort(lane, id, reply::field(&fields, "job"));
                 }
             }
+            let claimed = self.keep_jobs(queue, read).await;
             if claimed.is_empty() {
                 continue;
             }
@@ -333,9 +354,16 @@ impl RedisJobStore {
         }
     }
 
-    pub(super) fn decode_job(bytes: &[u8], id: &str) -> Result<Job, StoreError> {
-        Job::decode(bytes)
-            .map_err(|e| StoreError::Unavailable(format!("stream entry {id} is not a job: {e}")))
+    /// The jobs of a read; entries that are not jobs are dead-lettered as
+    /// they are, so they neither stop the others nor come back.
+    async fn keep_jobs(&self, queue: &str, read: Read) -> Vec<Entry> {
+        for p in &read.poison {
+            tracing::error!(queue, entry = %p.id, why = %p.why, "stream entry is not a job; dead-lettered");
+            if let Err(e) = self.bury(queue, p).await {
+                tracing::warn!(queue, entry = %p.id, error = %e, "could not dead-letter the entry; it is tried again when reclaimed");
+            }
+        }
+        read.jobs
     }
 
     pub(super) async fn lease_jobs(
