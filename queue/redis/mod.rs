@@ -39,7 +39,7 @@ impl RedisOptions {
         }
     }
 
-    pub fn connection_info(&self) -> Result<redis::ConnectionInfo, StoreError> {
+    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, StoreError> {
         let url = if self.server.contains("://") {
             self.server.clone()
         } else {

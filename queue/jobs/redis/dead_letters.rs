@@ -15,31 +15,10 @@ impl RedisJobStore {
     /// Dead-letters an entry that is not a job, as it is, and removes it
     /// from its lane (nobody waits for it: there is no request id to answer).
     pub(super) async fn bury(&self, queue: &str, p: &Poison) -> Result<(), StoreError> {
-        let key = self.lane_key(queue, p.lane);
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XADD")
-            .arg(self.dead_key(queue))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(DEAD_LETTER_MAXLEN)
-            .arg("*")
-            .arg("job")
-            .arg(&p.raw)
-            .arg("reason")
-            .arg(format!("{NOT_A_JOB}: {}", p.why))
-            .arg("at")
-            .arg(unix_ms_now())
-            .ignore()
-            .cmd("XACK")
-            .arg(&key)
-            .arg(GROUP)
-            .arg(&p.id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&key)
-            .arg(&p.id)
-            .ignore();
+        pipe.atomic();
+        self.dead_letter_cmd(&mut pipe, queue, &p.raw, &format!("{NOT_A_JOB}: {}", p.why));
+        self.remove_entry_cmds(&mut pipe, queue, p.lane, &p.id);
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)?;
         metrics::QUEUE_DEAD_LETTERED.inc();
@@ -55,26 +34,31 @@ impl RedisJobStore {
     ) -> Result<(), StoreError> {
         let result = JobResult::error(&e.job.request_id, self.jobs.dead_letter_code, reason);
         let mut p = redis::pipe();
-        p.atomic()
-            .cmd("XADD")
-            .arg(self.dead_key(queue))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(DEAD_LETTER_MAXLEN)
-            .arg("*")
-            .arg("job")
-            .arg(e.job.encode_to_vec())
-            .arg("reason")
-            .arg(reason)
-            .arg("at")
-            .arg(unix_ms_now())
-            .ignore();
+        p.atomic();
+        self.dead_letter_cmd(&mut p, queue, &e.job.encode_to_vec(), reason);
         self.finish_cmds(&mut p, queue, e.lane, &e.id, &e.job, &result);
         let mut c = self.conn().await?;
         p.query_async::<()>(&mut c).await.map_err(unavailable)?;
         metrics::QUEUE_DEAD_LETTERED.inc();
         tracing::warn!(request_id = %e.job.request_id, queue, %reason, "job dead-lettered");
         Ok(())
+    }
+
+    /// Adds an entry to the queue's dead letters (the newest kept).
+    fn dead_letter_cmd(&self, p: &mut redis::Pipeline, queue: &str, job: &[u8], reason: &str) {
+        p.cmd("XADD")
+            .arg(self.dead_key(queue))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_LETTER_MAXLEN)
+            .arg("*")
+            .arg("job")
+            .arg(job)
+            .arg("reason")
+            .arg(reason)
+            .arg("at")
+            .arg(unix_ms_now())
+            .ignore();
     }
 
     pub(super) async fn list_dead(

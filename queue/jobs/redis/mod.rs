@@ -218,6 +218,20 @@ impl RedisJobStore {
         }
     }
 
+    /// Acknowledges a stream entry and deletes it from its lane.
+    fn remove_entry_cmds(&self, p: &mut redis::Pipeline, queue: &str, lane: usize, id: &str) {
+        let key = self.lane_key(queue, lane);
+        p.cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(id)
+            .ignore();
+    }
+
     /// Store the result, acknowledge and delete the entry, wake the caller.
     fn finish_cmds(
         &self,
@@ -229,23 +243,14 @@ impl RedisJobStore {
         result: &JobResult,
     ) {
         let bytes = result.encode_to_vec();
-        let key = self.lane_key(queue, lane);
         p.cmd("SET")
             .arg(self.result_key(&job.request_id))
             .arg(&bytes)
             .arg("PX")
             .arg(self.jobs.result_ttl.as_millis() as u64)
             .arg("NX")
-            .ignore()
-            .cmd("XACK")
-            .arg(&key)
-            .arg(GROUP)
-            .arg(id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&key)
-            .arg(id)
             .ignore();
+        self.remove_entry_cmds(p, queue, lane, id);
         if !job.reply_to.is_empty() {
             p.cmd("PUBLISH")
                 .arg(self.done_channel(&job.reply_to))
