@@ -170,7 +170,7 @@ impl DispatcherNode {
             tokio::select! {
                 biased;
                 Some(result) = done_rx.recv() => {
-                    in_hand -= 1;
+                    in_hand = in_hand.saturating_sub(1);
                     let msg = DispatcherMessage { kind: Some(dispatcher_message::Kind::Result(result)) };
                     if tx.send(msg).await.is_err() {
                         break SessionEnd::Lost("queue stream closed".into());
@@ -181,6 +181,17 @@ impl DispatcherNode {
                 }
                 msg = inbound.next() => match msg {
                     Some(Ok(QueueMessage { kind: Some(queue_message::Kind::Job(job)) })) => {
+                        // The credits bound what the queue may send; a queue
+                        // that sends more is not trusted with this stream (its
+                        // jobs are released when it ends and sent again). So
+                        // jobs in hand, and the result and batch channels
+                        // they fill, never exceed MaxWorkers.
+                        if in_hand >= self.opts.max_workers as usize {
+                            break SessionEnd::Lost(format!(
+                                "the queue sent a job beyond the {} credits",
+                                self.opts.max_workers
+                            ));
+                        }
                         in_hand += 1;
                         self.start(job, done_tx.clone());
                     }

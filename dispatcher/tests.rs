@@ -231,3 +231,27 @@ async fn a_lost_stream_is_opened_again_with_a_new_hello() {
     again.drained().await;
     within("end", async { run.await.ok() }).await;
 }
+
+#[tokio::test]
+async fn a_queue_that_sends_beyond_the_credits_loses_the_stream() {
+    let (mut streams, stop, run) = start(1);
+    let mut s = accept(&mut streams, 1).await;
+    s.job("first", "/api/echo", r#"{"sleep_ms":200}"#, 0).await;
+    s.job("second", "/api/echo", "{}", 0).await;
+    // The node ends the stream without running the job beyond its credit.
+    let mut results = Vec::new();
+    while let Some(kind) = s.next().await {
+        if let dispatcher_message::Kind::Result(r) = kind {
+            results.push(r.request_id);
+        }
+    }
+    assert!(!results.contains(&"second".to_string()), "{results:?}");
+    drop(s);
+    // ... and opens a new one, where the credits hold again.
+    let mut again = accept(&mut streams, 1).await;
+    again.job("third", "/api/echo", "{}", 0).await;
+    assert_eq!(again.result().await.request_id, "third");
+    stop.cancel();
+    again.drained().await;
+    within("end", async { run.await.ok() }).await;
+}
