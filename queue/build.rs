@@ -75,12 +75,17 @@ pub fn queue_service(
     let codes = CodeTable::new(&settings.err_code);
     let waiters = ResultWaiters::new();
     let job_options = JobStoreOptions::from_settings(settings, &instance_id);
+    let redis = RedisOptions::from_settings(settings);
     let jobs: Arc<dyn JobStore> = match store {
         StoreKind::Memory => Arc::new(MemoryJobStore::new(job_options, Arc::clone(&waiters))),
         StoreKind::Redis => {
-            let opts = RedisOptions::from_settings(settings);
-            tracing::info!(redis = %opts.display_addr(), pool = opts.pool_size, "using the Redis Streams backend");
-            RedisJobStore::start(opts, job_options, Arc::clone(&waiters), stop.clone())?
+            tracing::info!(redis = %redis.display_addr(), pool = redis.pool_size, "using the Redis Streams backend");
+            RedisJobStore::start(
+                redis.clone(),
+                job_options,
+                Arc::clone(&waiters),
+                stop.clone(),
+            )?
         }
     };
     let opts = ServiceOptions {
@@ -96,9 +101,7 @@ pub fn queue_service(
     }
     let eas_store: Arc<dyn EasStore> = match store {
         StoreKind::Memory => Arc::new(MemoryEasStore::new()),
-        StoreKind::Redis => {
-            RedisEasStore::start(&RedisOptions::from_settings(settings), stop.clone())?
-        }
+        StoreKind::Redis => RedisEasStore::start(&redis, stop.clone())?,
     };
     let eas = EasQueues::new(
         eas_store,

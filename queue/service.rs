@@ -15,7 +15,7 @@ use tonic::Status;
 use super::eas::EasQueues;
 use super::error::StoreError;
 use super::jobs::{JobQueueSource, JobStore, ResultWaiters};
-use super::registry::{SessionInfo, SessionRegistry};
+use super::registry::SessionRegistry;
 use super::session::{self, SessionOptions};
 use super::source::{JobSource, SourceError};
 use crate::metrics;
@@ -79,10 +79,6 @@ impl QueueService {
             opts,
             sessions: Arc::default(),
         })
-    }
-
-    pub fn jobs(&self) -> &Arc<dyn JobStore> {
-        &self.jobs
     }
 
     pub fn eas(&self) -> Option<&Arc<EasQueues>> {
@@ -178,10 +174,5 @@ impl QueueService {
                 leased: d.leased,
             })
             .collect())
-    }
-
-    /// The dispatchers connected now.
-    pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.sessions.list()
     }
 }

@@ -225,9 +225,14 @@ async fn take_results(
         let mut held = in_hand.lock();
         for result in results {
             match held.remove(&result.request_id) {
-                Some(leases) => {
+                Some(mut leases) => {
+                    // Copies only for the rare extra leases of one id.
+                    let last = leases.pop();
                     for lease in leases {
                         done.push((lease, result.clone()));
+                    }
+                    if let Some(lease) = last {
+                        done.push((lease, result));
                     }
                 }
                 None => {

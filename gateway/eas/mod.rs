@@ -197,25 +197,8 @@ async fn serve(api: EasApi, service: String, sink: bool, req: axum::extract::Req
 
 /// The queue a request is for, once its token has passed.
 pub struct Target<'a> {
-    pub queue: AsyncQueueRef,
     pub spec: &'a ServiceSpec,
-}
-
-impl Target<'_> {
-    pub fn sink(&self) -> bool {
-        self.queue.sink
-    }
-}
-
-/// One PAI-EAS operation, parsed from the request.
-enum Operation {
-    Put(cmd::put::Put),
-    Watch(cmd::watch::Watch),
-    Attributes(cmd::attributes::Attributes),
-    Search(cmd::search::Search),
-    Get(cmd::get::Get),
-    Commit(cmd::commit::Commit),
-    Delete(cmd::delete::Delete),
+    pub sink: bool,
 }
 
 async fn handle(
@@ -229,39 +212,33 @@ async fn handle(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let spec = api.authorize(&service, token)?;
-    let target = Target {
-        queue: AsyncQueueRef { service, sink },
-        spec,
-    };
+    let target = Target { spec, sink };
     let (mut parts, body) = req.into_parts();
     let q = Query::of(&parts.uri)?;
-    let op = match parts.method {
+    let link = api.link.as_ref();
+    let queue = AsyncQueueRef { service, sink };
+    match parts.method {
         Method::POST => {
-            Operation::Put(cmd::put::Put::parse(&api, &target, &q, &parts, body).await?)
+            let put = cmd::put::Put::parse(&api, &target, &q, &parts, body).await?;
+            put.apply(link, queue).await
         }
         Method::GET if q.flag("_watch_")? => {
-            Operation::Watch(cmd::watch::Watch::parse(&q, &mut parts).await?)
+            let watch = cmd::watch::Watch::parse(&q, &mut parts).await?;
+            watch.apply(link, queue).await
         }
-        Method::GET if q.flag("_attrs_")? => Operation::Attributes(cmd::attributes::Attributes),
-        Method::GET if q.flag("_search_")? => Operation::Search(cmd::search::Search::parse(&q)?),
-        Method::GET => Operation::Get(cmd::get::Get::parse(&q, &parts.headers)?),
-        Method::PUT => Operation::Commit(cmd::commit::Commit::parse(&q)?),
-        Method::DELETE => Operation::Delete(cmd::delete::Delete::parse(&q)?),
-        other => {
-            return Err(ApiError::bad(format!(
-                "method {other} is not part of the queue API"
-            )))
+        Method::GET if q.flag("_attrs_")? => cmd::attributes::Attributes.apply(link, queue).await,
+        Method::GET if q.flag("_search_")? => {
+            cmd::search::Search::parse(&q)?.apply(link, queue).await
         }
-    };
-    let link = api.link.as_ref();
-    let queue = target.queue;
-    match op {
-        Operation::Put(c) => c.apply(link, queue).await,
-        Operation::Watch(c) => c.apply(link, queue).await,
-        Operation::Attributes(c) => c.apply(link, queue).await,
-        Operation::Search(c) => c.apply(link, queue).await,
-        Operation::Get(c) => c.apply(link, queue).await,
-        Operation::Commit(c) => c.apply(link, queue).await,
-        Operation::Delete(c) => c.apply(link, queue).await,
+        Method::GET => {
+            cmd::get::Get::parse(&q, &parts.headers)?
+                .apply(link, queue)
+                .await
+        }
+        Method::PUT => cmd::commit::Commit::parse(&q)?.apply(link, queue).await,
+        Method::DELETE => cmd::delete::Delete::parse(&q)?.apply(link, queue).await,
+        other => Err(ApiError::bad(format!(
+            "method {other} is not part of the queue API"
+        ))),
     }
 }

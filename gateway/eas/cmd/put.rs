@@ -27,7 +27,7 @@ impl Put {
         parts: &Parts,
         body: Body,
     ) -> Result<Self, ApiError> {
-        let max = target.spec.limits(target.sink()).max_payload_bytes as usize;
+        let max = target.spec.limits(target.sink).max_payload_bytes as usize;
         let data = match read_limited(body, max.max(1)).await {
             Ok(b) => b.to_vec(),
             Err(BodyError::TooLarge) => {
@@ -37,7 +37,7 @@ impl Put {
             }
             Err(e @ BodyError::Read(_)) => return Err(ApiError::bad(e.to_string())),
         };
-        api.check_put(target.spec, target.sink(), &data)?;
+        api.check_put(target.spec, target.sink, &data)?;
         let priority = match parts
             .headers
             .get(HEADER_PRIORITY)
