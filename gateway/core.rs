@@ -11,7 +11,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::auth::Authenticator;
+use super::budget::InFlightBytes;
 use super::envelope::Envelope;
+use super::rate::{Identity, RateLimits, RetryAfter};
+use super::replay::{remember_for, signature_key, ReplayPolicy};
+use super::request::{clip, BodyLimits};
 use crate::codes::{CodeTable, ErrorKind};
 use crate::config::{KeyError, Settings};
 use crate::model_zoo::{ModelSet, Params};
@@ -30,6 +34,10 @@ pub struct Failure {
 pub struct Gateway {
     codes: CodeTable,
     auth: Authenticator,
+    replays: ReplayPolicy,
+    window_secs: f64,
+    rates: RateLimits,
+    body_limits: BodyLimits,
     models: ModelSet,
     link: Arc<dyn QueueLink>,
     queues: Vec<String>,
@@ -49,6 +57,13 @@ impl Gateway {
         Ok(Gateway {
             codes: CodeTable::new(&settings.err_code),
             auth: Authenticator::new(&settings.api)?,
+            replays: ReplayPolicy::new(&settings.api.refuse_replays),
+            window_secs: settings.api.request_timestamp_diff,
+            rates: RateLimits::from_settings(settings),
+            body_limits: BodyLimits {
+                timeout: settings.api.body_read_timeout(),
+                budget: InFlightBytes::new(settings.api.max_in_flight_bytes),
+            },
             models,
             link,
             queues,
@@ -59,6 +74,21 @@ impl Gateway {
 
     pub fn codes(&self) -> &CodeTable {
         &self.codes
+    }
+
+    /// What bounds reading a request body on any route.
+    pub fn body_limits(&self) -> &BodyLimits {
+        &self.body_limits
+    }
+
+    /// Whether a queue service answers now.
+    pub async fn queue_ready(&self) -> Result<(), CallError> {
+        self.link.ping().await
+    }
+
+    /// Takes one request from `id`'s rate.
+    pub fn check_rate(&self, id: Identity<'_>) -> Result<(), RetryAfter> {
+        self.rates.check(id)
     }
 
     pub fn message_timeout(&self) -> Duration {
@@ -86,7 +116,7 @@ impl Gateway {
         let msg = if detail.is_empty() {
             base.to_string()
         } else {
-            format!("{base}: {detail}")
+            format!("{base}: {}", clip(detail))
         };
         Failure {
             kind: Some(kind),
@@ -135,11 +165,40 @@ impl Gateway {
         let app_id = env.app_id.clone();
         let now = unix_ms_now() / 1000;
         if let Err((kind, detail)) = self.auth.verify(&env, now) {
-            tracing::info!(code = self.codes.code(kind), %detail, "request refused");
+            tracing::info!(code = self.codes.code(kind), detail = %clip(&detail), "request refused");
             return (app_id, Err(self.fail(kind, &detail)));
+        }
+        if let Err(retry) = self.rates.check(Identity::AppId(&env.app_id)) {
+            return (
+                app_id,
+                Err(self.fail(ErrorKind::RateLimited, &retry.to_string())),
+            );
+        }
+        if let Err(f) = self.refuse_replay(&env, now).await {
+            return (app_id, Err(f));
         }
         let data = env.take_data();
         (app_id, self.run_model(request_id, api_path, data).await)
+    }
+
+    /// Remembers the envelope's signature across the deployment when the
+    /// policy checks its sign type; a signature seen before is refused.
+    async fn refuse_replay(&self, env: &Envelope, now: i64) -> Result<(), Failure> {
+        if !self.replays.applies(&env.sign_type, &env.app_id) {
+            return Ok(());
+        }
+        let ttl = remember_for(env.timestamp, now, self.window_secs);
+        match self.link.mark_seen(signature_key(env), ttl).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(app_id = %clip(&env.app_id), "replayed signature refused");
+                Err(self.fail(ErrorKind::SignReplay, ""))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the signature against replays");
+                Err(self.fail(ErrorKind::SendMsgFail, &e.to_string()))
+            }
+        }
     }
 
     /// The model's check, then the queue (for a request already

@@ -2,20 +2,25 @@
 //! REST, carried in protobuf fields. Failures are gRPC statuses with the
 //! inferq code in the `inferq-code` metadata key (and the message).
 
-use std::future::Future;
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
+use axum::BoxError;
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
-use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::service::Routes;
 use tonic::{Code, Request, Response, Status};
+use tower::ServiceBuilder;
 use tracing::Instrument;
 
 use super::core::{Failure, Gateway};
+use super::http::{HttpLimits, EAS_REQUEST_TIMEOUT};
 use super::new_request_id;
 use crate::codes::ErrorKind;
 use crate::metrics;
+use crate::proto::async_queue_server::AsyncQueueServer;
 use crate::proto::predict_request::Params as RequestParams;
 use crate::proto::predict_server::{Predict, PredictServer};
 use crate::proto::{PredictReply, PredictRequest};
@@ -98,8 +103,10 @@ fn status_of(f: &Failure, request_id: &str) -> Status {
             ErrorKind::SignFail
             | ErrorKind::SignFail2
             | ErrorKind::SignFail3
-            | ErrorKind::SignFail5,
+            | ErrorKind::SignFail5
+            | ErrorKind::SignReplay,
         ) => Code::Unauthenticated,
+        Some(ErrorKind::RateLimited | ErrorKind::ServerBusy) => Code::ResourceExhausted,
         Some(
             ErrorKind::SignFail1
             | ErrorKind::SignFail6
@@ -169,22 +176,40 @@ fn json_to_value(v: Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-/// Serves the public gRPC API on `listener` until `shutdown` resolves; with
-/// `eas`, also the asynchronous services (`inferq.v1.AsyncQueue`).
-pub async fn serve(
+/// The public gRPC API (with `eas`, also `inferq.v1.AsyncQueue`) as a router
+/// with the REST API's layers: messages up to `API.MaxBodyBytes`, the
+/// gateway's concurrency limit (`in_flight`, shared with REST), a timeout
+/// past the longest wait (a `Predict` has its own deadline, `MessageTimeout`).
+pub fn router(
     gateway: Arc<Gateway>,
     eas: Option<super::eas::EasApi>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(PredictServer::new(PredictGrpc::new(gateway)))
-        .add_optional_service(eas.map(|api| {
-            crate::proto::async_queue_server::AsyncQueueServer::new(
-                super::eas::grpc::EasQueueGrpc::new(api),
-            )
-        }))
-        .serve_with_incoming_shutdown(crate::serve::nodelay_incoming(listener), shutdown)
-        .await
+    limits: &HttpLimits,
+    in_flight: Arc<Semaphore>,
+) -> axum::Router {
+    let max = limits.max_body_bytes;
+    let mut routes =
+        Routes::new(PredictServer::new(PredictGrpc::new(gateway)).max_decoding_message_size(max));
+    if let Some(api) = eas {
+        routes = routes.add_service(
+            AsyncQueueServer::new(super::eas::grpc::EasQueueGrpc::new(api))
+                .max_decoding_message_size(max),
+        );
+    }
+    routes.into_axum_router().layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|err: BoxError| async move {
+                let status = if err.is::<tower::timeout::error::Elapsed>() {
+                    Status::deadline_exceeded("the request timed out in the gateway")
+                } else {
+                    Status::resource_exhausted(err.to_string())
+                };
+                status.into_http::<axum::body::Body>()
+            }))
+            .layer(tower::timeout::TimeoutLayer::new(
+                limits.request_timeout.max(EAS_REQUEST_TIMEOUT),
+            ))
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+                in_flight,
+            )),
+    )
 }

@@ -1,5 +1,6 @@
-//! The REST side of the gateway: an axum router with one POST route per model,
-//! `/metrics` and `/healthz`, wrapped in tower layers:
+//! The REST side of the gateway: an axum router with one POST route per model
+//! (and `/metrics` behind `API.AdminToken` when there is no admin listener),
+//! wrapped in tower layers:
 //! request id (a UUIDv7, also sent back as `X-Request-Id`) → tracing span with
 //! that id → timeout (answered 9997) → concurrency limit. Bodies over
 //! `API.MaxBodyBytes` get HTTP 413 with code 9810, after the body is read off
@@ -32,6 +33,7 @@ use crate::metrics;
 struct AppState {
     gateway: Arc<Gateway>,
     max_body: usize,
+    admin_token: Option<Arc<str>>,
 }
 
 /// Limits of the REST server.
@@ -41,25 +43,31 @@ pub struct HttpLimits {
     pub max_concurrent_requests: usize,
     /// Backstop for a whole request (the queue call has its own deadline).
     pub request_timeout: Duration,
+    /// `/metrics` on this router asks for this bearer token; None: not
+    /// served here (it is on the admin listener).
+    pub admin_token: Option<String>,
 }
 
+/// The REST API; `in_flight` is the gateway's concurrency limit, shared
+/// with its gRPC API.
 pub fn router(
     gateway: Arc<Gateway>,
     limits: HttpLimits,
+    in_flight: Arc<tokio::sync::Semaphore>,
     openai: Option<OpenAiApi>,
     eas: Option<EasApi>,
 ) -> Router {
     let state = AppState {
         gateway: Arc::clone(&gateway),
         max_body: limits.max_body_bytes,
+        admin_token: limits.admin_token.as_deref().map(Arc::from),
     };
     let mut app = Router::new();
     for path in gateway.paths() {
         app = app.route(&path, post(model_route));
     }
     let mut app: Router = app
-        .route("/metrics", get(|| async { metrics::render() }))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_behind_token))
         .fallback(unknown_path)
         .method_not_allowed_fallback(unknown_path)
         .with_state(state.clone());
@@ -81,21 +89,65 @@ pub fn router(
                 },
             ))
             .layer(tower::timeout::TimeoutLayer::new(limits.request_timeout))
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                limits.max_concurrent_requests,
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+                Arc::clone(&in_flight),
             )),
     );
     match eas {
-        // The asynchronous API bounds its own waits (a get waits at most a
-        // minute, a watch lasts as long as its client), so it has no timeout.
+        // The asynchronous API: the same layers, with a timeout past its
+        // longest wait (a get waits at most a minute; a watch's answer is
+        // its upgrade, and the socket then lives on its own).
         Some(api) => app.merge(
             eas::router(api).layer(
                 ServiceBuilder::new()
                     .layer(middleware::from_fn(assign_request_id))
-                    .layer(TraceLayer::new_for_http().make_span_with(request_span)),
+                    .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                    .layer(HandleErrorLayer::new(|err: BoxError| async move {
+                        eas_layer_error(err)
+                    }))
+                    .layer(tower::timeout::TimeoutLayer::new(
+                        limits.request_timeout.max(EAS_REQUEST_TIMEOUT),
+                    ))
+                    .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+                        in_flight,
+                    )),
             ),
         ),
         None => app,
+    }
+}
+
+/// The backstop of a PAI-EAS request: past a get's longest wait.
+pub const EAS_REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
+
+fn eas_layer_error(err: BoxError) -> Response {
+    let e = if err.is::<tower::timeout::error::Elapsed>() {
+        eas::ApiError::TimedOut("the request timed out in the gateway".into())
+    } else {
+        eas::ApiError::Busy(err.to_string())
+    };
+    e.into_response()
+}
+
+/// `/metrics` on the public port: only with the admin token (constant-time
+/// compare), else the same answer as any unknown path.
+async fn metrics_behind_token(
+    State(state): State<AppState>,
+    Extension(id): Extension<RequestId>,
+    headers: axum::http::HeaderMap,
+    uri: Uri,
+) -> Response {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    match &state.admin_token {
+        Some(t) if bool::from(t.as_bytes().ct_eq(given.trim().as_bytes())) => {
+            metrics::render().into_response()
+        }
+        _ => unknown_path(State(state), Extension(id), uri).await,
     }
 }
 
@@ -116,26 +168,12 @@ async fn model_route(
 ) -> Response {
     metrics::GATEWAY_REQUESTS.inc();
     let gw = &state.gateway;
-    let bytes = match read_limited(body, state.max_body).await {
+    let (bytes, _held) = match read_limited(body, state.max_body, gw.body_limits()).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge) => {
+        Err(e) => {
             metrics::GATEWAY_ERRORS.inc();
-            let f = gw.fail(
-                ErrorKind::BodyTooLarge,
-                &format!("the limit is {} bytes", state.max_body),
-            );
-            return envelope_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                failure_body("", &id.0, f.code, &f.msg),
-            );
-        }
-        Err(BodyError::Read(e)) => {
-            metrics::GATEWAY_ERRORS.inc();
-            let f = gw.fail(
-                ErrorKind::SignFail1,
-                &format!("could not read the body: {e}"),
-            );
-            return envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg));
+            let (status, f) = body_failure(gw, &e, state.max_body);
+            return envelope_response(status, failure_body("", &id.0, f.code, &f.msg));
         }
     };
     let (app_id, outcome) = gw.handle_body(&id.0, uri.path(), &bytes).await;
@@ -146,6 +184,31 @@ async fn model_route(
             tracing::info!(code, %msg, "answered with an error");
             envelope_response(StatusCode::OK, failure_body(&app_id, &id.0, code, &msg))
         }
+    }
+}
+
+/// The answer to a body that could not be read.
+pub fn body_failure(gw: &Gateway, e: &BodyError, max_body: usize) -> (StatusCode, Failure) {
+    match e {
+        BodyError::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            gw.fail(
+                ErrorKind::BodyTooLarge,
+                &format!("the limit is {max_body} bytes"),
+            ),
+        ),
+        BodyError::Busy(b) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            gw.fail(ErrorKind::ServerBusy, &b.to_string()),
+        ),
+        BodyError::TimedOut(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            gw.fail(ErrorKind::SignFail1, &e.to_string()),
+        ),
+        BodyError::Read(_) => (
+            StatusCode::OK,
+            gw.fail(ErrorKind::SignFail1, &e.to_string()),
+        ),
     }
 }
 

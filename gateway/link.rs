@@ -19,7 +19,7 @@ use crate::proto::{
     unix_ms_now, AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply,
     AsyncCommitRequest, AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest,
     AsyncSearchReply, AsyncSearchRequest, AsyncWatchRequest, CallError, CallRequest, EasLink,
-    ItemStream, Job, JobResult, QueueLink,
+    ItemStream, Job, JobResult, MarkSeenRequest, QueueLink, StatsRequest,
 };
 
 /// Why the queue endpoints cannot be used.
@@ -140,6 +140,32 @@ impl QueueLink for RemoteQueueLink {
             }
         }
         Err(last)
+    }
+
+    async fn mark_seen(&self, key: [u8; 32], ttl: Duration) -> Result<bool, CallError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let reply = self
+            .on_any(|mut c| async move {
+                c.mark_seen(MarkSeenRequest {
+                    key: key.to_vec(),
+                    ttl_ms,
+                })
+                .await
+            })
+            .await?;
+        Ok(reply.first)
+    }
+
+    async fn ping(&self) -> Result<(), CallError> {
+        self.on_any(|mut c| async move {
+            let mut r = tonic::Request::new(StatsRequest {
+                queue: "\u{0}".into(),
+            });
+            r.set_timeout(Duration::from_secs(1));
+            c.stats(r).await
+        })
+        .await?;
+        Ok(())
     }
 }
 

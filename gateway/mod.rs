@@ -15,13 +15,20 @@
 //! - [`envelope`]: the request and response envelopes;
 //! - [`signature`]: the signed string, SHA256 and SM2 signatures;
 //! - [`auth`]: [`Authenticator`]: appIds, secrets, keys, the timestamp window;
+//! - [`replay`]: which signatures are refused when seen again;
 //! - [`core`]: [`Gateway`]: authenticate, run the model's parameter check,
 //!   call the queue, map every failure to its code. Shared by REST and gRPC.
+//!
+//! What bounds a client: [`budget`] (bytes of bodies in flight), [`rate`]
+//! (requests per second per appId, token or key), [`request::clip`] (client
+//! strings in messages and logs); connections are bounded by
+//! [`crate::serve::connections`].
 //!
 //! And the way out: [`link`]: [`RemoteQueueLink`], the gRPC client of the
 //! queue service. [`server`] serves a gateway on its listeners.
 
 pub mod auth;
+pub mod budget;
 pub mod core;
 pub mod eas;
 pub mod envelope;
@@ -29,6 +36,8 @@ pub mod grpc;
 pub mod http;
 pub mod link;
 pub mod openai;
+pub mod rate;
+pub mod replay;
 pub mod request;
 pub mod server;
 pub mod signature;

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::core::{Failure, Gateway};
+use super::rate::Identity;
 use super::request::{read_limited, RequestId};
 use crate::codes::ErrorKind;
 use crate::metrics;
@@ -74,12 +75,16 @@ fn bad_request(message: impl Into<String>) -> Response {
     )
 }
 
-fn authorised(headers: &HeaderMap, keys: &[String]) -> bool {
-    let Some(token) = headers
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+        .map(str::trim)
+}
+
+fn authorised(headers: &HeaderMap, keys: &[String]) -> bool {
+    let Some(token) = bearer(headers) else {
         return false;
     };
     // Check every key, so the time taken does not tell which one matched.
@@ -94,6 +99,8 @@ fn failure_response(f: Failure) -> Response {
         Some(ErrorKind::SendMsgFail) => StatusCode::SERVICE_UNAVAILABLE,
         Some(ErrorKind::QueueTimeout) => StatusCode::GATEWAY_TIMEOUT,
         Some(ErrorKind::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(ErrorKind::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
+        Some(ErrorKind::ServerBusy) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let kind = if status == StatusCode::BAD_REQUEST {
@@ -119,13 +126,31 @@ async fn embeddings(
             "missing or wrong API key (Authorization: Bearer <key>)",
         );
     }
-    let Ok(bytes) = read_limited(body, state.max_body).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            Value::Null,
-            format!("the body is larger than {} bytes", state.max_body),
-        );
+    if let Some(token) = bearer(&headers) {
+        if let Err(retry) = state.gateway.check_rate(Identity::OpenAiKey(token)) {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                json!("rate_limit_exceeded"),
+                retry.to_string(),
+            );
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry.secs().into());
+            return r;
+        }
+    }
+    let (bytes, _held) = match read_limited(body, state.max_body, state.gateway.body_limits()).await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, f) = super::http::body_failure(&state.gateway, &e, state.max_body);
+            let status = if status == StatusCode::OK {
+                StatusCode::BAD_REQUEST
+            } else {
+                status
+            };
+            return error(status, "invalid_request_error", json!(f.code), f.msg);
+        }
     };
     let request: Value = match serde_json::from_slice(&bytes) {
         Ok(v @ Value::Object(_)) => v,

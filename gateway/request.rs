@@ -3,6 +3,7 @@
 //! body within a limit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -11,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::BodyExt;
 
+use super::budget::{HeldBytes, InFlightBytes, OverBudget};
 use super::new_request_id;
 
 /// The id of the request being served, set by the first layer.
@@ -48,12 +50,42 @@ pub enum BodyError {
     TooLarge,
     #[error("could not read the body: {0}")]
     Read(String),
+    #[error("the body did not arrive within {0:?}")]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Busy(#[from] OverBudget),
 }
 
-/// Reads at most `max` bytes. A larger body is read on (and dropped) up to
-/// `DRAIN_FACTOR * max`, so the client gets the 413 answer.
-pub async fn read_limited(body: Body, max: usize) -> Result<bytes::Bytes, BodyError> {
-    let mut body = body;
+/// What bounds a body read: its size, the time it may take, and the
+/// gateway's budget of bytes in flight (charged as the body arrives).
+#[derive(Clone)]
+pub struct BodyLimits {
+    pub timeout: Duration,
+    pub budget: InFlightBytes,
+}
+
+/// Reads at most `max` bytes within `limits`. A larger body is read on (and
+/// dropped) up to `DRAIN_FACTOR * max`, so the client gets the 413 answer.
+/// The bytes stay charged to the budget until the `HeldBytes` is dropped.
+pub async fn read_limited(
+    body: Body,
+    max: usize,
+    limits: &BodyLimits,
+) -> Result<(bytes::Bytes, HeldBytes), BodyError> {
+    let mut held = HeldBytes::default();
+    match tokio::time::timeout(limits.timeout, read_into(body, max, limits, &mut held)).await {
+        Ok(Ok(bytes)) => Ok((bytes, held)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BodyError::TimedOut(limits.timeout)),
+    }
+}
+
+async fn read_into(
+    mut body: Body,
+    max: usize,
+    limits: &BodyLimits,
+    held: &mut HeldBytes,
+) -> Result<bytes::Bytes, BodyError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     let drain_cap = max.saturating_mul(DRAIN_FACTOR);
@@ -67,6 +99,7 @@ pub async fn read_limited(body: Body, max: usize) -> Result<bytes::Bytes, BodyEr
                 }
                 continue;
             }
+            limits.budget.charge(held, data.len())?;
             buf.extend_from_slice(&data);
         }
     }
@@ -74,5 +107,35 @@ pub async fn read_limited(body: Body, max: usize) -> Result<bytes::Bytes, BodyEr
         Err(BodyError::TooLarge)
     } else {
         Ok(buf.freeze())
+    }
+}
+
+/// Longest client-supplied text put into a message or a log line.
+pub const CLIP_BYTES: usize = 128;
+
+/// `text` cut to [`CLIP_BYTES`] (at a character boundary), saying how long
+/// it was: a client's string goes into messages and logs at a bounded cost.
+pub fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= CLIP_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = CLIP_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_at_a_character() {
+        assert_eq!(clip("appId \"x\""), "appId \"x\"");
+        let long = "é".repeat(300);
+        let c = clip(&long);
+        assert!(c.len() < CLIP_BYTES + 32, "{}", c.len());
+        assert!(c.ends_with("… (600 bytes)"), "{c}");
     }
 }

@@ -22,6 +22,9 @@ impl HttpLimits {
             max_body_bytes: settings.api.max_body_bytes,
             max_concurrent_requests: settings.api.max_concurrent_requests,
             request_timeout: settings.server.message_timeout() + Duration::from_secs(2),
+            admin_token: (settings.api.admin_listen.is_empty()
+                && !settings.api.admin_token.is_empty())
+            .then(|| settings.api.admin_token.clone()),
         }
     }
 }
@@ -47,8 +50,41 @@ pub struct Ports {
     pub grpc: Option<u16>,
 }
 
-/// Serves the REST and gRPC APIs of `gateway` until `stop` is cancelled and
-/// the requests in flight are answered.
+/// The admin routes: `/metrics`, and `/healthz`, which answers 503 while no
+/// queue service answers.
+pub fn admin_router(gateway: Arc<Gateway>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { crate::metrics::render() }),
+        )
+        .merge(health_router(gateway))
+}
+
+/// `/healthz`: 200 `ok` when a queue service answers within a second, 503
+/// with the reason otherwise.
+pub fn health_router(gateway: Arc<Gateway>) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let gw = Arc::clone(&gateway);
+            async move {
+                match gw.queue_ready().await {
+                    Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+                    Err(e) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("queue service: {e}\n"),
+                    ),
+                }
+            }
+        }),
+    )
+}
+
+/// Serves the REST and gRPC APIs of `gateway` (and the admin routes on
+/// `API.AdminListen`) until `stop` is cancelled and the requests in flight
+/// are answered. Every listener runs [`serve::serve_connections`].
 pub async fn serve(
     gateway: Arc<Gateway>,
     eas: Option<EasApi>,
@@ -61,42 +97,59 @@ pub async fn serve(
         settings.api.addr,
         ports.http.unwrap_or(settings.api.port)
     );
-    let listener = serve::bind("gateway-http", &http_addr).await?;
+    let grpc_port = ports.grpc.or(settings.api.grpc_port);
+    let admin = !settings.api.admin_listen.is_empty();
+    let listeners = 1 + u64::from(grpc_port.is_some()) + u64::from(admin);
+    let conn_limits = serve::ConnectionLimits::public(settings, listeners);
+    let limits = HttpLimits::from_settings(settings);
+    // One concurrency limit for REST and gRPC together.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests));
     let openai = (!settings.openai.api_keys.is_empty()).then(|| OpenAiApi {
         api_keys: settings.openai.api_keys.clone(),
         models: crate::model_zoo::embedding_models(settings),
     });
+    let mut servers = Vec::new();
+    // The admin listener first: once the API listeners are announced, so is it.
+    if admin {
+        let listener = serve::bind("gateway-admin", &settings.api.admin_listen).await?;
+        servers.push(tokio::spawn(serve::serve_connections(
+            "gateway-admin",
+            listener,
+            admin_router(Arc::clone(&gateway)),
+            conn_limits.clone(),
+            stop.clone(),
+        )));
+    }
+    let listener = serve::bind("gateway-http", &http_addr).await?;
     let app = http::router(
         Arc::clone(&gateway),
-        HttpLimits::from_settings(settings),
+        limits.clone(),
+        Arc::clone(&in_flight),
         openai,
         eas.clone(),
-    );
-    let s = stop.clone();
-    let rest = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { s.cancelled().await })
-            .await
-    });
-    let grpc = match ports.grpc.or(settings.api.grpc_port) {
-        Some(p) => {
-            let addr = format!("{}:{}", settings.api.addr, p);
-            let listener = serve::bind("gateway-grpc", &addr).await?;
-            let s = stop.clone();
-            let gw = Arc::clone(&gateway);
-            Some(tokio::spawn(async move {
-                super::grpc::serve(gw, eas, listener, async move { s.cancelled().await }).await
-            }))
-        }
-        None => None,
-    };
-    rest.await?.context("REST server")?;
-    if let Some(g) = grpc {
-        g.await?.context("gRPC server")?;
+    )
+    .merge(health_router(Arc::clone(&gateway)));
+    servers.push(tokio::spawn(serve::serve_connections(
+        "gateway-http",
+        listener,
+        app,
+        conn_limits.clone(),
+        stop.clone(),
+    )));
+    if let Some(p) = grpc_port {
+        let addr = format!("{}:{}", settings.api.addr, p);
+        let listener = serve::bind("gateway-grpc", &addr).await?;
+        let app = super::grpc::router(Arc::clone(&gateway), eas, &limits, in_flight);
+        servers.push(tokio::spawn(serve::serve_connections(
+            "gateway-grpc",
+            listener,
+            app,
+            conn_limits.clone(),
+            stop.clone(),
+        )));
+    }
+    for s in servers {
+        s.await?.context("gateway listener")?;
     }
     Ok(())
 }

@@ -25,6 +25,9 @@ pub const HEADER_PRIORITY: &str = "X-EAS-QueueService-Priority";
 /// The most items one `get` returns.
 pub const MAX_GET_LENGTH: u32 = 10_000;
 
+/// The largest `_window_` of a watch; a larger one is served with this.
+pub const MAX_WATCH_WINDOW: u32 = 1_000;
+
 /// An input payload that is not JSON.
 #[derive(Debug, Clone, Error, PartialEq)]
 #[error("the payload is not JSON: {0}")]

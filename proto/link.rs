@@ -68,6 +68,14 @@ impl From<Status> for CallError {
 pub trait QueueLink: Send + Sync + 'static {
     /// Enqueues `job` and waits for its result until `job.deadline_unix_ms`.
     async fn call(&self, job: Job) -> Result<JobResult, CallError>;
+
+    /// Remembers `key` (a SHA-256 digest) for `ttl` across the deployment;
+    /// false when it was already remembered (`QueueService.MarkSeen`).
+    async fn mark_seen(&self, key: [u8; 32], ttl: std::time::Duration) -> Result<bool, CallError>;
+
+    /// Whether a queue service answers now (`QueueService.Stats` of no
+    /// queue): the gateway's `/healthz`.
+    async fn ping(&self) -> Result<(), CallError>;
 }
 
 /// The items of a watch, as the queue sends them.

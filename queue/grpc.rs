@@ -1,13 +1,13 @@
 //! The tonic server for `inferq.v1.QueueService`: a thin wrapper that turns
 //! gRPC requests into [`QueueService`] calls.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::eas::{api, EasQueues};
@@ -17,9 +17,10 @@ use crate::proto::ItemStream;
 use crate::proto::{
     AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply, AsyncCommitRequest,
     AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest, AsyncSearchReply,
-    AsyncSearchRequest, AsyncWatchRequest, CallReply, CallRequest, DispatcherMessage, QueueMessage,
-    StatsReply, StatsRequest,
+    AsyncSearchRequest, AsyncWatchRequest, CallReply, CallRequest, DispatcherMessage,
+    MarkSeenReply, MarkSeenRequest, QueueMessage, StatsReply, StatsRequest,
 };
+use crate::serve::{serve_connections, ConnectionLimits};
 
 pub struct QueueGrpc {
     service: Arc<QueueService>,
@@ -60,6 +61,16 @@ impl queue_service_server::QueueService for QueueGrpc {
         Ok(Response::new(ReceiverStream::new(
             self.service.dispatch(inbound),
         )))
+    }
+
+    async fn mark_seen(
+        &self,
+        request: Request<MarkSeenRequest>,
+    ) -> Result<Response<MarkSeenReply>, Status> {
+        let r = request.into_inner();
+        let ttl = Duration::from_millis(u64::try_from(r.ttl_ms).unwrap_or(0));
+        let first = self.service.mark_seen(&r.key, ttl).await?;
+        Ok(Response::new(MarkSeenReply { first }))
     }
 
     async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
@@ -126,18 +137,21 @@ impl queue_service_server::QueueService for QueueGrpc {
     }
 }
 
-/// Serves the queue API on `listener` until `shutdown` resolves.
+/// Serves the queue service's gRPC API on `listener` until `stop` is
+/// cancelled, within `limits`.
 pub async fn serve(
     service: Arc<QueueService>,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(5)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(Some(65_536))
-        .add_service(QueueServiceServer::new(QueueGrpc::new(service)))
-        .serve_with_incoming_shutdown(crate::serve::nodelay_incoming(listener), shutdown)
-        .await
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let routes = tonic::service::Routes::new(QueueServiceServer::new(QueueGrpc::new(service)));
+    serve_connections(
+        "queue-grpc",
+        listener,
+        routes.into_axum_router(),
+        limits,
+        stop,
+    )
+    .await
 }

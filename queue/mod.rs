@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod jobs;
 pub mod redis;
 pub mod registry;
+pub mod seen;
 pub mod service;
 pub mod session;
 pub mod source;

@@ -16,6 +16,7 @@ use super::eas::EasQueues;
 use super::error::StoreError;
 use super::jobs::{JobQueueSource, JobStore, ResultWaiters};
 use super::registry::SessionRegistry;
+use super::seen::{SeenKeys, KEY_LEN};
 use super::session::{self, SessionOptions};
 use super::source::{JobSource, SourceError};
 use crate::metrics;
@@ -56,6 +57,7 @@ impl Default for ServiceOptions {
 
 pub struct QueueService {
     jobs: Arc<dyn JobStore>,
+    seen: Arc<dyn SeenKeys>,
     /// The PAI-EAS services, when any are declared.
     eas: Option<Arc<EasQueues>>,
     waiters: Arc<ResultWaiters>,
@@ -68,12 +70,14 @@ impl QueueService {
     /// PAI-EAS services.
     pub fn new(
         jobs: Arc<dyn JobStore>,
+        seen: Arc<dyn SeenKeys>,
         waiters: Arc<ResultWaiters>,
         opts: ServiceOptions,
         eas: Option<Arc<EasQueues>>,
     ) -> Arc<Self> {
         Arc::new(QueueService {
             jobs,
+            seen,
             eas,
             waiters,
             opts,
@@ -156,6 +160,16 @@ impl QueueService {
     }
 
     /// Depths and connected dispatchers of one queue, or all.
+    /// Remembers a signature digest for `ttl` (at most a day); false when
+    /// it was already remembered.
+    pub async fn mark_seen(&self, key: &[u8], ttl: Duration) -> Result<bool, CallError> {
+        let key: [u8; KEY_LEN] = key.try_into().map_err(|_| {
+            CallError::Invalid(format!("a seen key is {KEY_LEN} bytes, not {}", key.len()))
+        })?;
+        let ttl = ttl.clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+        Ok(self.seen.first_sighting(key, ttl).await?)
+    }
+
     pub async fn stats(&self, queue: Option<&str>) -> Result<Vec<QueueStats>, StoreError> {
         let mut depths = if queue.is_some_and(|q| q.starts_with(INPUT_QUEUE_PREFIX)) {
             Vec::new()

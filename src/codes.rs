@@ -40,10 +40,17 @@ pub enum ErrorKind {
     InferFail,
     /// 9810 (inferq): the request body is larger than `API.MaxBodyBytes`.
     BodyTooLarge,
+    /// 9807 (inferq): this signature was already used within the timestamp
+    /// window (`API.RefuseReplays`).
+    SignReplay,
+    /// 9811 (inferq): the client is over its `API.RateLimit`.
+    RateLimited,
+    /// 9812 (inferq): the gateway holds its `API.MaxInFlightBytes` of bodies.
+    ServerBusy,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::SignFail,
         ErrorKind::SignFail1,
         ErrorKind::SignFail2,
@@ -58,6 +65,9 @@ impl ErrorKind {
         ErrorKind::QueueTimeout,
         ErrorKind::InferFail,
         ErrorKind::BodyTooLarge,
+        ErrorKind::SignReplay,
+        ErrorKind::RateLimited,
+        ErrorKind::ServerBusy,
     ];
 
     /// The key of this kind in settings.yaml's `ErrCode` section.
@@ -77,6 +87,9 @@ impl ErrorKind {
             ErrorKind::QueueTimeout => "QueueTimeout",
             ErrorKind::InferFail => "InferFail",
             ErrorKind::BodyTooLarge => "BodyTooLarge",
+            ErrorKind::SignReplay => "SignReplay",
+            ErrorKind::RateLimited => "RateLimited",
+            ErrorKind::ServerBusy => "ServerBusy",
         }
     }
 
@@ -97,6 +110,9 @@ impl ErrorKind {
             ErrorKind::QueueTimeout => (9997, "timeout waiting for the result"),
             ErrorKind::InferFail => (9998, "inference failed"),
             ErrorKind::BodyTooLarge => (9810, "request body too large"),
+            ErrorKind::SignReplay => (9807, "signature already used (replay)"),
+            ErrorKind::RateLimited => (9811, "too many requests"),
+            ErrorKind::ServerBusy => (9812, "server busy"),
         };
         CodeEntry {
             code,

@@ -13,6 +13,11 @@ use inferq::model_zoo::{default_models, ModelFactory};
 #[path = "../bench/mod.rs"]
 mod bench;
 
+/// mimalloc gives freed memory back; glibc's per-thread arenas held on to
+/// hundreds of MB under a flood of large requests (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "inferq",

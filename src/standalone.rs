@@ -8,6 +8,7 @@
 //! sockets or serialisation.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -50,6 +51,14 @@ pub struct LocalQueueLink(pub Arc<QueueService>);
 impl QueueLink for LocalQueueLink {
     async fn call(&self, job: Job) -> Result<JobResult, CallError> {
         self.0.call(job).await
+    }
+
+    async fn mark_seen(&self, key: [u8; 32], ttl: Duration) -> Result<bool, CallError> {
+        self.0.mark_seen(&key, ttl).await
+    }
+
+    async fn ping(&self) -> Result<(), CallError> {
+        Ok(())
     }
 }
 

@@ -108,7 +108,7 @@ async fn sdk_test_module_passes_through_nginx_in_front_of_two_gateways() {
     assert!(text.contains("ran 9 failures 0 errors 0"), "{text}");
     let mut served = Vec::new();
     for gw in [&gw1, &gw2] {
-        let url = gw.url("gateway-http", "/metrics");
+        let url = gw.url("gateway-admin", "/metrics");
         served.push(metric(&url, "inferq_gateway_requests_total").await);
     }
     println!("requests served by the two gateways: {served:?}");

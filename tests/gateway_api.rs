@@ -224,7 +224,7 @@ async fn request_ids_are_unique_and_metrics_are_served() {
     }
     assert_eq!(seen.len(), 200);
     let served = metric(
-        &p.url("gateway-http", "/metrics"),
+        &p.url("gateway-admin", "/metrics"),
         "inferq_gateway_requests_total",
     )
     .await;

@@ -6,14 +6,25 @@ use axum::response::{IntoResponse, Response};
 use thiserror::Error;
 use tonic::{Code, Status};
 
+use crate::gateway::rate::RetryAfter;
+use crate::gateway::request::clip;
 use crate::metrics;
 
 #[derive(Debug, Error)]
 pub enum ApiError {
-    #[error("unknown asynchronous service {0:?}")]
-    UnknownService(String),
-    #[error("wrong or missing token for service {0:?}")]
+    /// A wrong or missing token, or a service that does not exist: the two
+    /// answer alike, so service names cannot be probed.
+    #[error("wrong or missing token for service {:?}", clip(.0))]
     Unauthorized(String),
+    /// The token's rate (`API.RateLimit`) is spent.
+    #[error("{0}")]
+    RateLimited(RetryAfter),
+    /// The gateway holds its budget of request bytes.
+    #[error("{0}")]
+    Busy(String),
+    /// The body did not arrive in time.
+    #[error("{0}")]
+    TimedOut(String),
     /// A malformed request: query, header, body or payload.
     #[error("{0}")]
     BadRequest(String),
@@ -36,10 +47,11 @@ impl ApiError {
 
     fn http_status(&self) -> StatusCode {
         match self {
-            ApiError::UnknownService(_) | ApiError::NotFound(_) | ApiError::Unavailable(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound(_) | ApiError::Unavailable(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Queue(s) => match s.code() {
@@ -67,8 +79,10 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         let m = e.to_string();
         match e {
-            ApiError::UnknownService(_) | ApiError::NotFound(_) => Status::not_found(m),
+            ApiError::NotFound(_) => Status::not_found(m),
             ApiError::Unauthorized(_) => Status::unauthenticated(m),
+            ApiError::RateLimited(_) | ApiError::Busy(_) => Status::resource_exhausted(m),
+            ApiError::TimedOut(_) => Status::deadline_exceeded(m),
             ApiError::BadRequest(_) => Status::invalid_argument(m),
             ApiError::Unavailable(_) => Status::failed_precondition(m),
             ApiError::TooLarge(_) => Status::out_of_range(m),
@@ -82,8 +96,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::GATEWAY_ERRORS.inc();
         let code = self.http_status();
-        tracing::info!(status = code.as_u16(), error = %self, "asynchronous API error");
-        (code, format!("{self}\n")).into_response()
+        let message = self.to_string();
+        tracing::info!(status = code.as_u16(), error = %clip(&message), "asynchronous API error");
+        let mut r = (code, format!("{message}\n")).into_response();
+        if let ApiError::RateLimited(retry) = &self {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry.secs().into());
+        }
+        r
     }
 }
 
@@ -94,7 +114,13 @@ mod tests {
     #[test]
     fn each_error_has_one_http_and_one_grpc_status() {
         let cases = [
-            (ApiError::UnknownService("s".into()), 404, Code::NotFound),
+            (ApiError::NotFound("s".into()), 404, Code::NotFound),
+            (
+                ApiError::RateLimited(RetryAfter(std::time::Duration::from_millis(10))),
+                429,
+                Code::ResourceExhausted,
+            ),
+            (ApiError::Busy("b".into()), 503, Code::ResourceExhausted),
             (
                 ApiError::Unauthorized("s".into()),
                 401,

@@ -15,7 +15,8 @@
 //! | DELETE | `_indexes_=1,2` or `_index_=I&_trunc_=true` | [`cmd::delete`] (or truncate) |
 //!
 //! Every request carries the service's token in `Authorization` (401
-//! otherwise). A put into the input queue runs the model's parameter check
+//! otherwise, also for a service that does not exist; 429 with
+//! `Retry-After` over the token's `API.RateLimit`). A put into the input queue runs the model's parameter check
 //! first, so a payload the model would refuse is answered 400 and not stored.
 //! Errors are [`ApiError`]s, turned into HTTP answers in one place
 //! ([`error`]); [`grpc`] serves the same operations to gRPC clients.
@@ -31,6 +32,8 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use super::core::Gateway;
+use super::rate::Identity;
+use super::request::BodyLimits;
 use crate::config::{QueueLimits, ServiceSpec, Settings};
 use crate::metrics;
 use crate::proto::eas::payload_params;
@@ -105,19 +108,28 @@ impl EasApi {
         })
     }
 
-    /// Checks the token of `service`; the service when it passes.
+    /// Checks the token of `service` and takes one request from its rate;
+    /// the service when it passes. An unknown service answers as a wrong
+    /// token does (401), so that names cannot be probed.
     pub fn authorize(&self, service: &str, token: Option<&str>) -> Result<&ServiceSpec, ApiError> {
-        let entry = self
-            .services
-            .get(service)
-            .ok_or_else(|| ApiError::UnknownService(service.to_string()))?;
+        let given = token.unwrap_or_default();
+        let Some(entry) = self.services.get(service) else {
+            return Err(ApiError::Unauthorized(service.to_string()));
+        };
         if !entry.token.is_empty() {
-            let given = token.unwrap_or_default();
             if !bool::from(given.as_bytes().ct_eq(entry.token.as_bytes())) {
                 return Err(ApiError::Unauthorized(service.to_string()));
             }
+            self.gateway
+                .check_rate(Identity::EasToken(&entry.token))
+                .map_err(ApiError::RateLimited)?;
         }
         Ok(&entry.spec)
+    }
+
+    /// What bounds reading a put's body.
+    pub fn body_limits(&self) -> &BodyLimits {
+        self.gateway.body_limits()
     }
 
     /// Checks a put before it is sent to the queue: the size, and for the

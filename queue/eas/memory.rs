@@ -351,6 +351,10 @@ impl EasStore for MemoryEasStore {
         Ok(())
     }
 
+    async fn newest_index(&self, q: &QueueRef) -> Result<u64, StoreError> {
+        Ok(self.with(q, |queue| queue.next_index))
+    }
+
     async fn stats(&self, q: &QueueRef) -> Result<QueueStats, StoreError> {
         Ok(self.with(q, |queue| {
             let mut consumers: HashSet<&str> = queue.holder.values().map(String::as_str).collect();

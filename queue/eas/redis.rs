@@ -351,6 +351,16 @@ impl EasStore for RedisEasStore {
         Ok(())
     }
 
+    async fn newest_index(&self, q: &QueueRef) -> Result<u64, StoreError> {
+        let mut c = self.conns.get().await?;
+        let seq: Option<u64> = redis::cmd("GET")
+            .arg(format!("{}seq", self.prefix(q)))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(seq.unwrap_or(0))
+    }
+
     async fn stats(&self, q: &QueueRef) -> Result<QueueStats, StoreError> {
         let v: Vec<Value> = self.run(q, "stats", &[arg(unix_ms_now())]).await?;
         let [length, first, last, held, consumers, negs, last_neg, neg] = v.as_slice() else {

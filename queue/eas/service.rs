@@ -152,7 +152,10 @@ impl EasQueues {
         Ok((index, request_id))
     }
 
-    /// Reads items, waiting up to `wait` for the first.
+    /// Reads items, waiting up to `wait` for the first. While it waits, each
+    /// wake looks only at the items put since the last look (none of the
+    /// older ones matched, and an item's tags do not change), so a put costs
+    /// a waiting get O(1), not a scan of the queue.
     pub async fn get(
         &self,
         q: &QueueRef,
@@ -165,14 +168,32 @@ impl EasQueues {
         self.open(q)?;
         let until = Instant::now() + wait.min(MAX_GET_WAIT);
         let signal = self.store.signal(q);
+        let mut which = which;
         loop {
             let notified = signal.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let waiting = !until.saturating_duration_since(Instant::now()).is_zero();
+            // Read before the scan: every item up to it is scanned now.
+            let newest = match (&which, waiting) {
+                (Selector::From(_) | Selector::Newest, true) => {
+                    Some(self.store.newest_index(q).await?)
+                }
+                _ => None,
+            };
             let found = self.store.get(q, &which, length, tags, delete).await?;
             let left = until.saturating_duration_since(Instant::now());
             if !found.is_empty() || left.is_zero() {
                 return Ok(found);
+            }
+            if let Some(newest) = newest {
+                // Nothing up to `newest` matched: the next look starts past
+                // it (for Newest too: any later match is the newest one).
+                let next = newest.saturating_add(1);
+                which = match which {
+                    Selector::From(from) => Selector::From(from.max(next)),
+                    _ => Selector::From(next),
+                };
             }
             wait_for_change(notified, self.store.poll_interval(), left).await;
         }

@@ -207,6 +207,10 @@ pub trait EasStore: Send + Sync + 'static {
 
     async fn stats(&self, q: &QueueRef) -> Result<QueueStats, StoreError>;
 
+    /// The index of the newest item ever put into `q` (0: none yet); an item
+    /// put later has a larger one. Lets a waiting get look at new items only.
+    async fn newest_index(&self, q: &QueueRef) -> Result<u64, StoreError>;
+
     /// Where item `index` stands; None when unknown.
     async fn search(&self, q: &QueueRef, index: u64) -> Result<Option<ItemState>, StoreError>;
 

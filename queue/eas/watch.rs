@@ -9,10 +9,14 @@ use tokio::sync::mpsc;
 use super::service::{EasError, EasQueues, WatchSpec};
 use super::store::{wait_for_change, Item, QueueRef, TakeOptions};
 use crate::config::QueueLimits;
+use crate::proto::eas::MAX_WATCH_WINDOW;
+
+/// Items a watch has taken and not yet handed to its client.
+const WATCH_CHANNEL: usize = 64;
 
 impl EasQueues {
     /// Starts a watch: items come on the returned channel. At most
-    /// `spec.window` items are held and not committed (with auto commit,
+    /// `spec.window` (at most [`MAX_WATCH_WINDOW`]) items are held and not committed (with auto commit,
     /// items are removed as they are sent). When the receiver is dropped
     /// the consumer's uncommitted items are ready again, to be sent on its
     /// next watch.
@@ -25,10 +29,14 @@ impl EasQueues {
         if spec.window == 0 {
             return Err(EasError::Invalid("_window_ must be at least 1".into()));
         }
+        // The client's window, within the server's; the channel is shorter
+        // still: items beyond it wait in the store, not in memory.
+        let mut spec = spec;
+        spec.window = spec.window.min(MAX_WATCH_WINDOW);
         if !self.store.claim_watch(q, &spec.consumer).await? {
             return Err(EasError::AlreadyWatching(spec.consumer));
         }
-        let (tx, rx) = mpsc::channel(spec.window as usize);
+        let (tx, rx) = mpsc::channel((spec.window as usize).min(WATCH_CHANNEL));
         let this = Arc::clone(self);
         let q = q.clone();
         let span = tracing::info_span!("watch", queue = %q.name(), consumer = %spec.consumer);

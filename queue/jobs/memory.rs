@@ -69,10 +69,19 @@ struct MemQueue {
     wake: Notify,
 }
 
+/// Results kept for lookup by request id, oldest first out: by age
+/// (`result_ttl`), count (`max_results`) and bytes (`max_result_bytes`).
 #[derive(Default)]
 struct ResultStore {
     by_id: HashMap<String, JobResult>,
     order: VecDeque<(Instant, String)>,
+    bytes: usize,
+}
+
+/// What a kept result costs: its encoded size and its id twice.
+fn result_cost(r: &JobResult) -> usize {
+    use prost::Message;
+    r.encoded_len() + 2 * r.request_id.len() + 64
 }
 
 pub struct MemoryJobStore {
@@ -104,24 +113,34 @@ impl MemoryJobStore {
 
     fn store_result(&self, result: &JobResult) {
         let now = Instant::now();
+        let cost = result_cost(result);
         let mut store = self.results.lock();
+        if let Some(old) = store.by_id.remove(&result.request_id) {
+            store.bytes = store.bytes.saturating_sub(result_cost(&old));
+            store.order.retain(|(_, id)| *id != result.request_id);
+        }
         while let Some((t, _)) = store.order.front() {
             if now.duration_since(*t) < self.opts.result_ttl
                 && store.order.len() < self.opts.max_results
+                && store.bytes.saturating_add(cost) <= self.opts.max_result_bytes
             {
                 break;
             }
             if let Some((_, id)) = store.order.pop_front() {
-                store.by_id.remove(&id);
+                if let Some(old) = store.by_id.remove(&id) {
+                    store.bytes = store.bytes.saturating_sub(result_cost(&old));
+                }
             }
         }
-        if store
-            .by_id
-            .insert(result.request_id.clone(), result.clone())
-            .is_none()
-        {
-            store.order.push_back((now, result.request_id.clone()));
+        if cost > self.opts.max_result_bytes {
+            // Larger than the whole budget: delivered to its caller, not kept.
+            return;
         }
+        store.bytes += cost;
+        store
+            .by_id
+            .insert(result.request_id.clone(), result.clone());
+        store.order.push_back((now, result.request_id.clone()));
     }
 
     fn finish(&self, job: &Job, result: JobResult) {
@@ -424,5 +443,36 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn kept_results_stay_within_their_byte_cap_oldest_out_first() {
+        let b = MemoryJobStore::new(
+            JobStoreOptions {
+                max_result_bytes: 10_000,
+                ..JobStoreOptions::default()
+            },
+            ResultWaiters::new(),
+        );
+        let result = |id: &str, size: usize| JobResult {
+            request_id: id.into(),
+            outcome: Some(crate::proto::job_result::Outcome::OutputJson(vec![
+                b'x';
+                size
+            ])),
+        };
+        for n in 0..100 {
+            b.store_result(&result(&format!("r{n}"), 1_000));
+        }
+        let kept = b.results.lock().bytes;
+        assert!(kept <= 10_000, "{kept} bytes kept");
+        assert!(b.result("r0").await.unwrap().is_none(), "oldest gone");
+        assert!(b.result("r99").await.unwrap().is_some(), "newest kept");
+        b.store_result(&result("huge", 20_000));
+        assert!(
+            b.result("huge").await.unwrap().is_none(),
+            "over the whole cap: not kept"
+        );
+        assert!(b.results.lock().bytes <= 10_000);
     }
 }

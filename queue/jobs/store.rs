@@ -32,6 +32,8 @@ pub struct JobStoreOptions {
     pub result_ttl: Duration,
     /// Most results kept.
     pub max_results: usize,
+    /// Most bytes of results kept (memory store; Redis expires them by time).
+    pub max_result_bytes: usize,
 }
 
 impl Default for JobStoreOptions {
@@ -43,6 +45,7 @@ impl Default for JobStoreOptions {
             dead_letter_code: 9998,
             result_ttl: Duration::from_secs(300),
             max_results: 100_000,
+            max_result_bytes: 64 << 20,
         }
     }
 }

@@ -42,7 +42,13 @@ fn harness() -> Harness {
     };
     let jobs: Arc<dyn JobStore> = store.clone();
     Harness {
-        service: QueueService::new(jobs, Arc::clone(&waiters), opts, None),
+        service: QueueService::new(
+            jobs,
+            Arc::new(crate::queue::seen::MemorySeenKeys::new(1000)),
+            Arc::clone(&waiters),
+            opts,
+            None,
+        ),
         store,
         waiters,
     }

@@ -60,12 +60,13 @@ pub async fn run(
                 axum::routing::get(|| async { crate::metrics::render() }),
             )
             .route("/healthz", axum::routing::get(|| async { "ok" }));
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-        });
+        tokio::spawn(serve::serve_connections(
+            "dispatcher-metrics",
+            listener,
+            app,
+            serve::ConnectionLimits::public(&settings, 1),
+            stop.clone(),
+        ));
     }
     let node_id = args.node_id.unwrap_or_else(serve::default_node_id);
     let opts = NodeOptions::from_settings(&settings, queue_no, node_id.clone(), max_workers);

@@ -29,10 +29,12 @@ pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
         .listen
         .unwrap_or_else(|| settings.server.queue_listen.clone());
     let listener = serve::bind("queue-grpc", &addr).await?;
-    let s = stop.clone();
-    let server = tokio::spawn(crate::queue::grpc::serve(service, listener, async move {
-        s.cancelled().await
-    }));
+    let server = tokio::spawn(crate::queue::grpc::serve(
+        service,
+        listener,
+        serve::ConnectionLimits::internal(&settings),
+        stop.clone(),
+    ));
     stop.cancelled().await;
     // Dispatch streams stay open until their dispatchers go; do not wait forever.
     match tokio::time::timeout(Duration::from_secs(5), server).await {

@@ -26,7 +26,8 @@ pub use eas::{
 };
 pub use models::ModelSpec;
 pub use sections::{
-    ApiSettings, BackendChoice, OnnxRuntimeSettings, OpenAiSettings, ServerSettings, StoreKind,
+    ApiSettings, BackendChoice, OnnxRuntimeSettings, OpenAiSettings, RateLimitSettings,
+    ReplaySettings, ServerSettings, StoreKind,
 };
 
 /// A bad value, with the key that holds it (dotted from its section).
@@ -153,6 +154,34 @@ impl Settings {
         }
         if self.api.max_concurrent_requests == 0 {
             return bad("API.MaxConcurrentRequests", "must be at least 1");
+        }
+        for (key, n) in [
+            ("API.MaxInFlightBytes", self.api.max_in_flight_bytes),
+            ("API.MaxConnections", self.api.max_connections),
+            ("API.Http2MaxStreams", self.api.http2_max_streams as usize),
+            ("Server.MaxResultBytes", self.server.max_result_bytes),
+            (
+                "Server.QueueMaxStreams",
+                self.server.queue_max_streams as usize,
+            ),
+        ] {
+            if n == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        for (key, secs) in [
+            ("API.BodyReadTimeout", self.api.body_read_timeout),
+            ("API.HeaderReadTimeout", self.api.header_read_timeout),
+            ("API.IdleTimeout", self.api.idle_timeout),
+            ("API.KeepAliveInterval", self.api.keep_alive_interval),
+        ] {
+            if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
+                return bad(key, "must be a positive number of seconds");
+            }
+        }
+        if !self.api.admin_listen.is_empty() && self.api.admin_listen.parse::<SocketAddr>().is_err()
+        {
+            return bad("API.AdminListen", "must be host:port with an IP address");
         }
         if self.server.max_workers == 0 {
             return bad("Server.MaxWorkers", "must be at least 1");

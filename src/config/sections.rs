@@ -61,6 +61,87 @@ pub struct ApiSettings {
     /// Requests handled at once by one gateway; more wait.
     #[serde(rename = "MaxConcurrentRequests")]
     pub max_concurrent_requests: usize,
+    /// Bytes of request bodies held at once by one gateway; a request that
+    /// would go over is answered at once with `ServerBusy` (HTTP 503).
+    #[serde(rename = "MaxInFlightBytes")]
+    pub max_in_flight_bytes: usize,
+    /// Seconds a request body may take to arrive.
+    #[serde(rename = "BodyReadTimeout")]
+    pub body_read_timeout: f64,
+    /// Connections served at once on each listener (kept under the open-file
+    /// limit, which is raised to its hard limit at start).
+    #[serde(rename = "MaxConnections")]
+    pub max_connections: usize,
+    /// Seconds a new connection has to send its first request's headers.
+    #[serde(rename = "HeaderReadTimeout")]
+    pub header_read_timeout: f64,
+    /// Seconds a connection with no request in flight stays open.
+    #[serde(rename = "IdleTimeout")]
+    pub idle_timeout: f64,
+    /// HTTP/2 (gRPC) streams open at once on one connection.
+    #[serde(rename = "Http2MaxStreams")]
+    pub http2_max_streams: u32,
+    /// Seconds between HTTP/2 keep-alive pings; a peer that does not answer
+    /// within as long again is dropped.
+    #[serde(rename = "KeepAliveInterval")]
+    pub keep_alive_interval: f64,
+    /// Where `/metrics` and `/healthz` are served (host:port); empty: on the
+    /// REST port, `/metrics` only with `AdminToken`.
+    #[serde(rename = "AdminListen")]
+    pub admin_listen: String,
+    /// Bearer token `/metrics` asks for on the REST port when there is no
+    /// `AdminListen`; empty: `/metrics` is not served there.
+    #[serde(rename = "AdminToken")]
+    pub admin_token: String,
+    /// Which signatures are refused when seen again within the timestamp window.
+    #[serde(rename = "RefuseReplays")]
+    pub refuse_replays: ReplaySettings,
+    /// Requests per second per appId, PAI-EAS token and OpenAI key.
+    #[serde(rename = "RateLimit")]
+    pub rate_limit: RateLimitSettings,
+}
+
+/// `API.RefuseReplays`: per sign type, with per-appId exceptions. SM2
+/// signatures are randomised, so a repeat is a replay: refused by default.
+/// SHA256 signatures are deterministic (fields, timestamp in seconds,
+/// secret): two identical requests within one second sign alike, so they
+/// are let through unless turned on here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ReplaySettings {
+    #[serde(rename = "SM2")]
+    pub sm2: bool,
+    #[serde(rename = "SHA256")]
+    pub sha256: bool,
+    /// appId → its own choice for both sign types.
+    #[serde(rename = "AppIds")]
+    pub app_ids: BTreeMap<String, bool>,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        ReplaySettings {
+            sm2: true,
+            sha256: false,
+            app_ids: BTreeMap::new(),
+        }
+    }
+}
+
+/// `API.RateLimit`: a token bucket per client identity (appId, PAI-EAS
+/// token, OpenAI key), checked after it has authenticated.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Requests per second; 0: no limit.
+    #[serde(rename = "PerSecond")]
+    pub per_second: u32,
+    /// Requests allowed at once above the rate; 0: one second's worth.
+    #[serde(rename = "Burst")]
+    pub burst: u32,
+    /// identity → its own requests per second (0: no limit).
+    #[serde(rename = "PerKey")]
+    pub per_key: BTreeMap<String, u32>,
 }
 
 impl Default for ApiSettings {
@@ -76,6 +157,17 @@ impl Default for ApiSettings {
             grpc_port: Some(5001),
             max_body_bytes: 1 << 20,
             max_concurrent_requests: 10_000,
+            max_in_flight_bytes: 64 << 20,
+            body_read_timeout: 30.0,
+            max_connections: 4096,
+            header_read_timeout: 10.0,
+            idle_timeout: 120.0,
+            http2_max_streams: 256,
+            keep_alive_interval: 20.0,
+            admin_listen: String::new(),
+            admin_token: String::new(),
+            refuse_replays: ReplaySettings::default(),
+            rate_limit: RateLimitSettings::default(),
         }
     }
 }
@@ -171,6 +263,32 @@ pub struct ServerSettings {
     /// Seconds a result is kept for lookup by request id.
     #[serde(rename = "ResultTTL")]
     pub result_ttl: f64,
+    /// Bytes of results a memory queue keeps for lookup; the oldest go first.
+    #[serde(rename = "MaxResultBytes")]
+    pub max_result_bytes: usize,
+    /// HTTP/2 streams at once on one connection to `inferq queue` (a
+    /// gateway's calls share one connection).
+    #[serde(rename = "QueueMaxStreams")]
+    pub queue_max_streams: u32,
+}
+
+impl ApiSettings {
+    fn secs(v: f64) -> Duration {
+        Duration::from_secs_f64(v.max(0.0))
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Self::secs(self.body_read_timeout)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Self::secs(self.header_read_timeout)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Self::secs(self.idle_timeout)
+    }
+    pub fn keep_alive_interval(&self) -> Duration {
+        Self::secs(self.keep_alive_interval)
+    }
 }
 
 impl Default for ServerSettings {
@@ -194,6 +312,8 @@ impl Default for ServerSettings {
             redis_key_prefix: "inferq:".into(),
             reclaim_idle: 5.0,
             result_ttl: 300.0,
+            max_result_bytes: 64 << 20,
+            queue_max_streams: 20_000,
         }
     }
 }

@@ -53,6 +53,7 @@ API:
     "{PLAIN_APP}": "{PLAIN_SECRET}"
   AllowSignPlain: ["{PLAIN_APP}"]
   RequestTimestampDiff: 300
+  AdminListen: "127.0.0.1:0"
 {extra_api}
 Server:
   QueueName: "testq"

@@ -6,6 +6,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 
+use crate::gateway::budget::HeldBytes;
 use crate::gateway::eas::{ApiError, EasApi, Query, Target, HEADER_REQUEST_ID};
 use crate::gateway::request::{read_limited, BodyError};
 use crate::proto::eas::HEADER_PRIORITY;
@@ -13,6 +14,8 @@ use crate::proto::{AsyncPutRequest, AsyncQueueRef, EasLink};
 
 pub struct Put {
     data: Vec<u8>,
+    /// The body's bytes stay charged to the gateway's budget until stored.
+    _held: HeldBytes,
     tags: std::collections::HashMap<String, String>,
     priority: u32,
 }
@@ -28,13 +31,15 @@ impl Put {
         body: Body,
     ) -> Result<Self, ApiError> {
         let max = target.spec.limits(target.sink).max_payload_bytes as usize;
-        let data = match read_limited(body, max.max(1)).await {
-            Ok(b) => b.to_vec(),
+        let (data, held) = match read_limited(body, max.max(1), api.body_limits()).await {
+            Ok((b, held)) => (b.to_vec(), held),
             Err(BodyError::TooLarge) => {
                 return Err(ApiError::TooLarge(format!(
                     "payload is over max_payload_size ({max} bytes)"
                 )))
             }
+            Err(BodyError::Busy(b)) => return Err(ApiError::Busy(b.to_string())),
+            Err(e @ BodyError::TimedOut(_)) => return Err(ApiError::TimedOut(e.to_string())),
             Err(e @ BodyError::Read(_)) => return Err(ApiError::bad(e.to_string())),
         };
         api.check_put(target.spec, target.sink, &data)?;
@@ -53,6 +58,7 @@ impl Put {
         };
         Ok(Put {
             data,
+            _held: held,
             tags: q.tags(),
             priority,
         })

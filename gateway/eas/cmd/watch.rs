@@ -4,15 +4,18 @@
 //! the items without their data. The consumer id is the
 //! `X-EAS-QueueService-Redis-Uid` header; one watch per consumer.
 
+use std::time::Duration;
+
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::Response;
 use futures::StreamExt;
 use prost::Message as _;
+use tokio::time::Instant;
 
 use crate::gateway::eas::{ApiError, Query};
-use crate::proto::eas::HEADER_USER;
+use crate::proto::eas::{HEADER_USER, MAX_WATCH_WINDOW};
 use crate::proto::{AsyncQueueRef, AsyncWatchRequest, EasLink, ItemStream};
 
 pub struct Watch {
@@ -36,11 +39,16 @@ impl Watch {
             .to_string();
         let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
             .await
-            .map_err(|e| ApiError::bad(format!("a watch is a WebSocket upgrade: {e}")))?;
+            .map_err(|e| ApiError::bad(format!("a watch is a WebSocket upgrade: {e}")))?
+            // A watcher sends nothing but control frames: small messages only.
+            .max_message_size(64 << 10)
+            .max_frame_size(64 << 10);
         let window = q.number::<u32>("_window_")?.unwrap_or(1);
         if window == 0 {
             return Err(ApiError::bad("_window_ must be at least 1"));
         }
+        // A larger window is served with the server's largest.
+        let window = window.min(MAX_WATCH_WINDOW);
         Ok(Watch {
             upgrade,
             index_only: q.flag("_index_only_")?,
@@ -73,11 +81,22 @@ impl Watch {
     }
 }
 
+/// How long one frame may take to go out before the watch is ended (a
+/// client that stops reading gives its items back for its next watch).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pings go out this often; a client silent for three of them is gone.
+const PING_EVERY: Duration = Duration::from_secs(15);
+
 /// Sends the watch's items as binary DataFrameProto frames until either
 /// side ends. The socket is read throughout, so pings are answered and a
 /// close is seen at once; ending drops the item stream, which releases the
-/// consumer's uncommitted items for its next watch.
+/// consumer's uncommitted items for its next watch. A frame that cannot be
+/// sent within [`SEND_TIMEOUT`], or a client that answers nothing (not even
+/// our pings) for three [`PING_EVERY`]s, ends the watch.
 async fn send_items(mut socket: WebSocket, mut items: ItemStream, index_only: bool) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut heard = Instant::now();
     loop {
         tokio::select! {
             item = items.next() => match item {
@@ -85,24 +104,46 @@ async fn send_items(mut socket: WebSocket, mut items: ItemStream, index_only: bo
                     if index_only {
                         it.data.clear();
                     }
-                    if socket.send(Message::Binary(it.encode_to_vec().into())).await.is_err() {
+                    let frame = Message::Binary(it.encode_to_vec().into());
+                    if !send_within(&mut socket, frame).await {
                         return;
                     }
                 }
                 Some(Err(status)) => {
                     tracing::warn!(error = %status.message(), "watch ended by the queue");
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = send_within(&mut socket, Message::Close(None)).await;
                     return;
                 }
                 None => {
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = send_within(&mut socket, Message::Close(None)).await;
                     return;
                 }
             },
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => heard = Instant::now(),
             },
+            _ = ping.tick() => {
+                if heard.elapsed() > 3 * PING_EVERY {
+                    tracing::info!("watch ended: the client answers nothing");
+                    return;
+                }
+                if !send_within(&mut socket, Message::Ping(Default::default())).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one frame within [`SEND_TIMEOUT`]; false when it could not.
+async fn send_within(socket: &mut WebSocket, frame: Message) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::info!("watch ended: the client does not read");
+            false
         }
     }
 }

@@ -1,0 +1,292 @@
+//! [`serve_connections`]: the accept loop every listener of inferq runs
+//! (REST, public and internal gRPC, metrics), so a client that opens
+//! connections and stays silent, trickles headers, or opens thousands of
+//! HTTP/2 streams costs a bounded amount:
+//!
+//! - at most `max_connections` at once; beyond that, new connections wait in
+//!   the kernel's backlog (no file descriptor is taken for them);
+//! - a connection must start a request within `header_read_timeout` of
+//!   opening (HTTP/1 headers must also arrive within it), and one with no
+//!   request in flight is closed after `idle_timeout`;
+//! - HTTP/2: at most `max_concurrent_streams` per connection, keep-alive
+//!   pings every `keep_alive_interval`, a peer that does not answer is dropped.
+//!
+//! Requests themselves are bounded by the tower layers of each API (timeout,
+//! concurrency, body size); this module bounds connections.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// Limits of one listener's connections.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// From opening (or the end of the last request) to the first request's
+    /// headers.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval; the peer has as long again to answer.
+    pub keep_alive_interval: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_concurrent_streams: 256,
+            keep_alive_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// How long a connection that was asked to close (idle, or never sent a
+/// request) may take before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves `app` on `listener` under `limits` until `stop` is cancelled, then
+/// lets the connections finish the requests they are serving.
+pub async fn serve_connections(
+    role: &'static str,
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let tracker = TaskTracker::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(64 * 1024)
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(64)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(limits.keep_alive_interval)
+        .keep_alive_timeout(limits.keep_alive_interval)
+        .enable_connect_protocol();
+    let builder = Arc::new(builder);
+    loop {
+        let slot = tokio::select! {
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and the like: the connection stays in the
+                    // backlog; try again shortly rather than spin.
+                    tracing::warn!(%role, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        tracker.spawn(serve_one(
+            Arc::clone(&builder),
+            tcp,
+            peer,
+            slot,
+            app.clone(),
+            limits.clone(),
+            stop.clone(),
+        ));
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// What the watchdog of one connection knows: requests in flight and when
+/// the last one ended (ms since the connection opened).
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    served: AtomicUsize,
+    last_end_ms: AtomicU64,
+}
+
+/// Decrements the in-flight count when a request's response is ready (or
+/// its future is dropped).
+struct InFlight {
+    activity: Arc<Activity>,
+    opened: Instant,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.last_end_ms.store(ms, Ordering::Relaxed);
+        self.activity.served.fetch_add(1, Ordering::Relaxed);
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activity {
+    /// When the connection counts as idle, if no request starts before.
+    fn idle_at(&self, opened: Instant, limits: &ConnectionLimits) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last_end = Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed));
+        let allowance = if self.served.load(Ordering::Relaxed) == 0 {
+            limits.header_read_timeout
+        } else {
+            limits.idle_timeout
+        };
+        Some(opened + last_end + allowance)
+    }
+}
+
+async fn serve_one(
+    builder: Arc<Builder<TokioExecutor>>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    app: Router,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) {
+    let opened = Instant::now();
+    let activity = Arc::new(Activity::default());
+    let tracked = Arc::clone(&activity);
+    let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        tracked.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight {
+            activity: Arc::clone(&tracked),
+            opened,
+        };
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let call = app.clone().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let response = call.await;
+            drop(guard);
+            response
+        }
+    });
+    // The slot lives as long as the socket, also after a WebSocket upgrade
+    // has taken it over.
+    let io = TokioIo::new(SlotIo { tcp, _slot: slot });
+    let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    // Set once the connection was asked to close because it sat idle: it is
+    // dropped when this passes with no request in flight.
+    let mut drop_at: Option<Instant> = None;
+    let mut stopping = false;
+    loop {
+        // Re-checked at least every second: a request may start or end.
+        let mut wake = Instant::now() + Duration::from_secs(1);
+        if let Some(at) = drop_at.or_else(|| activity.idle_at(opened, &limits)) {
+            wake = wake.min(at);
+        }
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            // Shutting down: the requests in flight are answered, however long.
+            _ = stop.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(wake), if !stopping => {
+                let now = Instant::now();
+                let idle = activity.in_flight.load(Ordering::Relaxed) == 0;
+                match drop_at {
+                    Some(at) if now >= at && idle => {
+                        tracing::debug!(%peer, "connection dropped after its close grace");
+                        return;
+                    }
+                    Some(_) => {}
+                    None => {
+                        if activity.idle_at(opened, &limits).is_some_and(|at| now >= at) {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            drop_at = Some(now + CLOSE_GRACE);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A socket that holds its listener's connection slot.
+struct SlotIo {
+    tcp: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for SlotIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SlotIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
