@@ -159,3 +159,23 @@ async fn a_full_sink_holds_the_input_back_and_loses_nothing() {
     assert_eq!(source.release("d").await.unwrap(), 2);
     assert_eq!(source.lease("e", 10, wait).await.unwrap().len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_window_beyond_the_server_cap_holds_at_most_the_cap() {
+    let q = queues("{max_length: 2000}");
+    let sink = QueueRef::sink("svc");
+    for i in 0..1_500 {
+        put(&q, &sink, &format!("r{i}")).await;
+    }
+    // A watcher that asks for the largest window and never commits.
+    let mut rx = q.watch(&sink, watch("w", u32::MAX)).await.expect("watch");
+    let mut held = 0u32;
+    while next(&mut rx).await.is_some() {
+        held += 1;
+    }
+    assert_eq!(
+        held,
+        crate::proto::eas::MAX_WATCH_WINDOW,
+        "the server's window"
+    );
+}
