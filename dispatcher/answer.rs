@@ -1,7 +1,13 @@
 //! How a job's outcome becomes its answer on the stream, the same for jobs
 //! run one by one ([`super::node`]) and in batches ([`super::batcher`]).
+//!
+//! A job holds one of the node's MaxWorkers places from the moment it
+//! arrives until its session has taken its answer ([`Reply`], [`Answered`]).
+//! So the jobs running, waiting for a batch, or answered and not yet sent
+//! never number more than MaxWorkers, across streams: the channels they sit
+//! in need no bound of their own.
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::metrics;
 use crate::model_zoo::{ModelError, Params};
@@ -27,11 +33,34 @@ pub fn model_answer(
     }
 }
 
-/// Sends a job's answer to its session and counts the job done.
-pub fn answer(done: &mpsc::UnboundedSender<JobResult>, result: JobResult) {
-    metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
-    metrics::DISPATCHER_JOBS_DONE.inc();
-    let _ = done.send(result);
+/// A job's answer on its way to the session, still holding the job's place.
+pub struct Answered {
+    pub result: JobResult,
+    _place: OwnedSemaphorePermit,
+}
+
+/// Where one job's answer goes: its session's result channel. Holds the
+/// job's place in the node until the session takes the answer (or, when the
+/// session is gone, until the answer is dropped).
+pub struct Reply {
+    to: mpsc::UnboundedSender<Answered>,
+    place: OwnedSemaphorePermit,
+}
+
+impl Reply {
+    pub fn new(to: mpsc::UnboundedSender<Answered>, place: OwnedSemaphorePermit) -> Self {
+        Reply { to, place }
+    }
+
+    /// Sends the answer and counts the job done.
+    pub fn send(self, result: JobResult) {
+        metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
+        metrics::DISPATCHER_JOBS_DONE.inc();
+        let _ = self.to.send(Answered {
+            result,
+            _place: self.place,
+        });
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::answer::{answer, model_answer};
+use super::answer::{model_answer, Reply};
 use crate::model_zoo::{BatchCost, BatchPolicy, Model, ModelError, Params};
 use crate::proto::{unix_ms_now, Job, JobResult};
 
@@ -29,8 +29,8 @@ pub struct Pending {
     pub params: Params,
     pub cost: BatchCost,
     pub deadline_unix_ms: i64,
-    /// Where its result goes (the session's result channel).
-    pub done: mpsc::UnboundedSender<JobResult>,
+    /// Where its result goes; holds the job's place in the node.
+    pub done: Reply,
     pub span: tracing::Span,
 }
 
@@ -44,6 +44,8 @@ pub struct BatchCodes {
 /// The handle jobs are submitted through; the batching task runs until the
 /// handle is dropped.
 pub struct Batcher {
+    /// Unbounded in type only: every job in it holds one of the node's
+    /// MaxWorkers places (its `Reply`).
     tx: mpsc::UnboundedSender<Pending>,
     model: Arc<dyn Model>,
     infer_fail: i32,
@@ -69,7 +71,7 @@ impl Batcher {
     /// Hands a job to the batcher, with its size for batching. Parameters that
     /// are not a JSON object, or a batcher that has stopped, are answered
     /// InferFail at once.
-    pub fn submit(&self, job: Job, done: mpsc::UnboundedSender<JobResult>) {
+    pub fn submit(&self, job: Job, done: Reply) {
         let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
         let params = match serde_json::from_slice::<Params>(&job.params_json) {
             Ok(p) => p,
@@ -79,7 +81,7 @@ impl Batcher {
                     self.infer_fail,
                     format!("parameters are not a JSON object: {e}"),
                 );
-                return answer(&done, r);
+                return done.send(r);
             }
         };
         let pending = Pending {
@@ -92,13 +94,9 @@ impl Batcher {
         };
         if let Err(mpsc::error::SendError(p)) = self.tx.send(pending) {
             let r = JobResult::error(&p.request_id, self.infer_fail, "the batcher has stopped");
-            finish(&p, r);
+            p.done.send(r);
         }
     }
-}
-
-fn finish(p: &Pending, result: JobResult) {
-    answer(&p.done, result);
 }
 
 struct Waiting {
@@ -198,16 +196,14 @@ async fn run(
         }
         // Jobs whose caller gave up are answered, not run.
         let now = unix_ms_now();
-        waiting.retain(|w| {
-            let expired = w.job.deadline_unix_ms > 0 && now >= w.job.deadline_unix_ms;
-            if expired {
-                finish(
-                    &w.job,
-                    JobResult::error(&w.job.request_id, codes.expired, "expired before it ran"),
-                );
-            }
-            !expired
-        });
+        let (expired, live): (Vec<Waiting>, Vec<Waiting>) = waiting
+            .into_iter()
+            .partition(|w| w.job.deadline_unix_ms > 0 && now >= w.job.deadline_unix_ms);
+        waiting = live;
+        for w in expired {
+            let r = JobResult::error(&w.job.request_id, codes.expired, "expired before it ran");
+            w.job.done.send(r);
+        }
         let batch = pick_batch(&mut waiting, &policy);
         if batch.is_empty() {
             continue;
@@ -257,11 +253,9 @@ async fn run(
                             .collect()
                     }
                 };
-                for (w, out) in batch.iter().zip(outputs) {
-                    finish(
-                        &w.job,
-                        model_answer(&w.job.request_id, out, codes.infer_fail),
-                    );
+                for (w, out) in batch.into_iter().zip(outputs) {
+                    let r = model_answer(&w.job.request_id, out, codes.infer_fail);
+                    w.job.done.send(r);
                 }
             }
             .instrument(span),
@@ -273,6 +267,14 @@ async fn run(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A reply to `tx`, with a place of its own.
+    fn reply(tx: &mpsc::UnboundedSender<crate::dispatcher::answer::Answered>) -> Reply {
+        let place = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a place");
+        Reply::new(tx.clone(), place)
+    }
 
     fn waiting(costs: &[(usize, usize)]) -> Vec<Waiting> {
         let (tx, _rx) = mpsc::unbounded_channel();
@@ -286,7 +288,7 @@ mod tests {
                     params: Params::new(),
                     cost: BatchCost { items, longest },
                     deadline_unix_ms: 0,
-                    done: tx.clone(),
+                    done: reply(&tx),
                     span: tracing::Span::none(),
                 },
             })
@@ -388,13 +390,13 @@ mod tests {
         let busy = Arc::clone(&slots).acquire_owned().await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         for i in 0..n {
-            batcher.submit(job(&format!("j{i}")), tx.clone());
+            batcher.submit(job(&format!("j{i}")), reply(&tx));
         }
         tokio::task::yield_now().await;
         drop(busy);
         let mut answered = 0;
         while answered < n {
-            let r = rx.recv().await.expect("every job is answered");
+            let r = rx.recv().await.expect("every job is answered").result;
             assert!(matches!(
                 r.outcome,
                 Some(crate::proto::job_result::Outcome::OutputJson(_))
@@ -422,7 +424,7 @@ mod tests {
         );
         let (tx, mut rx) = mpsc::unbounded_channel();
         let start = Instant::now();
-        batcher.submit(job("alone"), tx);
+        batcher.submit(job("alone"), reply(&tx));
         rx.recv().await.expect("answered");
         assert!(
             start.elapsed() < Duration::from_secs(10),
@@ -439,8 +441,8 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut late = job("late");
         late.deadline_unix_ms = unix_ms_now() - 1;
-        batcher.submit(late, tx);
-        match rx.recv().await.expect("answered").outcome {
+        batcher.submit(late, reply(&tx));
+        match rx.recv().await.expect("answered").result.outcome {
             Some(crate::proto::job_result::Outcome::Error(e)) => assert_eq!(e.code, 9997),
             other => panic!("{other:?}"),
         }

@@ -1,7 +1,10 @@
 //! [`DispatcherNode`]: pulls jobs over one Dispatch stream and runs them.
 //!
 //! The node says Hello with its MaxWorkers; the queue then sends at most that
-//! many jobs before results come back (the credit window). Each job runs on a
+//! many jobs before results come back (the credit window), and the node holds
+//! it to that: MaxWorkers places, one per job until its answer is taken, so a
+//! job beyond them ends the stream, and a new stream waits for the jobs of a
+//! lost one. Each job runs on a
 //! blocking thread (bounded by `infer_threads`) so inference never stalls the
 //! stream. When the stream drops the node reconnects with backoff; jobs it was
 //! running are answered by someone else (the queue redelivers them). On
@@ -18,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::answer::{answer, model_answer};
+use super::answer::{model_answer, Answered, Reply};
 use super::batcher::{BatchCodes, Batcher};
 use crate::backoff::Backoff;
 use crate::metrics;
@@ -70,6 +73,9 @@ pub struct DispatcherNode {
     codes: JobCodes,
     link: Arc<dyn DispatchLink>,
     infer_slots: Arc<Semaphore>,
+    /// The node's MaxWorkers places: a job holds one from its arrival until
+    /// its session has taken its answer, whichever stream it came on.
+    places: Arc<Semaphore>,
     /// Models that batch, by API path.
     batchers: HashMap<String, Batcher>,
 }
@@ -103,6 +109,7 @@ impl DispatcherNode {
             })
             .collect();
         DispatcherNode {
+            places: Arc::new(Semaphore::new(opts.max_workers as usize)),
             models,
             codes,
             opts,
@@ -139,6 +146,15 @@ impl DispatcherNode {
     }
 
     async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, tonic::Status> {
+        // Jobs of a stream that was lost may still be running; a new stream
+        // offers MaxWorkers credits, so wait (up to DrainTimeout) for their
+        // places. Whatever happens, a job beyond the places ends the stream.
+        let all = self.opts.max_workers;
+        if let Ok(Ok(places)) =
+            tokio::time::timeout(self.opts.drain_timeout, self.places.acquire_many(all)).await
+        {
+            drop(places);
+        }
         let (tx, rx) = mpsc::channel(self.opts.max_workers as usize + 8);
         let hello = DispatcherMessage {
             kind: Some(dispatcher_message::Kind::Hello(Hello {
@@ -161,7 +177,8 @@ impl DispatcherNode {
         metrics::DISPATCHER_CREDITS.set(welcome.credits as i64);
         tracing::info!(session = %welcome.session_id, credits = welcome.credits, queue = %self.opts.queue, "connected to the queue");
 
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<JobResult>();
+        // Unbounded in type only: every answer in it holds its job's place.
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Answered>();
         let mut in_hand = 0usize;
         let mut draining = false;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -169,9 +186,9 @@ impl DispatcherNode {
         let end = loop {
             tokio::select! {
                 biased;
-                Some(result) = done_rx.recv() => {
+                Some(answered) = done_rx.recv() => {
                     in_hand = in_hand.saturating_sub(1);
-                    let msg = DispatcherMessage { kind: Some(dispatcher_message::Kind::Result(result)) };
+                    let msg = DispatcherMessage { kind: Some(dispatcher_message::Kind::Result(answered.result)) };
                     if tx.send(msg).await.is_err() {
                         break SessionEnd::Lost("queue stream closed".into());
                     }
@@ -186,14 +203,14 @@ impl DispatcherNode {
                         // jobs are released when it ends and sent again). So
                         // jobs in hand, and the result and batch channels
                         // they fill, never exceed MaxWorkers.
-                        if in_hand >= self.opts.max_workers as usize {
+                        let Ok(place) = Arc::clone(&self.places).try_acquire_owned() else {
                             break SessionEnd::Lost(format!(
                                 "the queue sent a job beyond the {} credits",
                                 self.opts.max_workers
                             ));
-                        }
+                        };
                         in_hand += 1;
-                        self.start(job, done_tx.clone());
+                        self.start(job, Reply::new(done_tx.clone(), place));
                     }
                     Some(Ok(_)) => {}
                     Some(Err(s)) => break SessionEnd::Lost(format!("stream error: {}", s.message())),
@@ -255,12 +272,12 @@ impl DispatcherNode {
     }
 
     /// Runs one job off the reactor; its result goes to `done`.
-    fn start(&self, job: Job, done: mpsc::UnboundedSender<JobResult>) {
+    fn start(&self, job: Job, done: Reply) {
         metrics::DISPATCHER_JOBS_IN_HAND.add(1);
         let job = if job.from_payload {
             match self.params_from_payload(job) {
                 Ok(job) => job,
-                Err(refused) => return answer(&done, refused),
+                Err(refused) => return done.send(refused),
             }
         } else {
             job
@@ -307,7 +324,7 @@ impl DispatcherNode {
                         },
                     }
                 };
-                answer(&done, result);
+                done.send(result);
             }
             .instrument(span),
         );

@@ -255,3 +255,27 @@ async fn a_queue_that_sends_beyond_the_credits_loses_the_stream() {
     again.drained().await;
     within("end", async { run.await.ok() }).await;
 }
+
+#[tokio::test]
+async fn a_new_stream_waits_for_the_jobs_of_a_lost_one_so_they_never_exceed_max_workers() {
+    let (mut streams, stop, run) = start(1);
+    let s = accept(&mut streams, 1).await;
+    let sent = tokio::time::Instant::now();
+    s.job("slow", "/api/echo", r#"{"sleep_ms":600}"#, 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The stream is lost while the job runs.
+    drop(s);
+    // The next stream (whose Hello offers MaxWorkers credits) opens only
+    // once that job has given its place back.
+    let mut again = accept(&mut streams, 1).await;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(550),
+        "a new stream after {:?}, while the lost stream's job still ran",
+        sent.elapsed()
+    );
+    again.job("next", "/api/echo", "{}", 0).await;
+    assert_eq!(again.result().await.request_id, "next");
+    stop.cancel();
+    again.drained().await;
+    within("end", async { run.await.ok() }).await;
+}
