@@ -25,7 +25,7 @@ use super::core::{Failure, Gateway};
 use super::eas::{self, EasApi};
 use super::envelope::{failure_body, success_body};
 use super::openai::{self, OpenAiApi};
-use super::request::{assign_request_id, read_limited, request_span, BodyError, RequestId};
+use super::request::{assign_request_id, bearer, read_limited, request_span, BodyError, RequestId};
 use crate::codes::ErrorKind;
 use crate::metrics;
 
@@ -138,13 +138,9 @@ async fn metrics_behind_token(
     uri: Uri,
 ) -> Response {
     use subtle::ConstantTimeEq;
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    let given = bearer(&headers).unwrap_or_default();
     match &state.admin_token {
-        Some(t) if bool::from(t.as_bytes().ct_eq(given.trim().as_bytes())) => {
+        Some(t) if bool::from(t.as_bytes().ct_eq(given.as_bytes())) => {
             metrics::render().into_response()
         }
         _ => unknown_path(State(state), Extension(id), uri).await,

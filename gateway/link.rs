@@ -19,7 +19,7 @@ use crate::proto::{
     unix_ms_now, AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply,
     AsyncCommitRequest, AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest,
     AsyncSearchReply, AsyncSearchRequest, AsyncWatchRequest, CallError, CallRequest, EasLink,
-    ItemStream, Job, JobResult, MarkSeenRequest, QueueLink, StatsRequest,
+    ItemStream, Job, JobResult, MarkSeenRequest, PingRequest, QueueLink,
 };
 
 /// Why the queue endpoints cannot be used.
@@ -158,11 +158,9 @@ impl QueueLink for RemoteQueueLink {
 
     async fn ping(&self) -> Result<(), CallError> {
         self.on_any(|mut c| async move {
-            let mut r = tonic::Request::new(StatsRequest {
-                queue: "\u{0}".into(),
-            });
+            let mut r = tonic::Request::new(PingRequest {});
             r.set_timeout(Duration::from_secs(1));
-            c.stats(r).await
+            c.ping(r).await
         })
         .await?;
         Ok(())

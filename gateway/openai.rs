@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 
 use super::core::{Failure, Gateway};
 use super::rate::Identity;
-use super::request::{read_limited, RequestId};
+use super::request::{bearer, read_limited, RequestId};
 use crate::codes::ErrorKind;
 use crate::metrics;
 use crate::model_zoo::Params;
@@ -73,14 +73,6 @@ fn bad_request(message: impl Into<String>) -> Response {
         Value::Null,
         message,
     )
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
 }
 
 fn authorised(headers: &HeaderMap, keys: &[String]) -> bool {

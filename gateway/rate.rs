@@ -21,12 +21,13 @@ pub enum Identity<'a> {
     OpenAiKey(&'a str),
 }
 
-impl Identity<'_> {
-    fn key(self) -> (u8, String) {
+impl<'a> Identity<'a> {
+    /// Which kind of identity (a bucket map each), and its name.
+    fn parts(self) -> (usize, &'a str) {
         match self {
-            Identity::AppId(s) => (0, s.to_string()),
-            Identity::EasToken(s) => (1, s.to_string()),
-            Identity::OpenAiKey(s) => (2, s.to_string()),
+            Identity::AppId(s) => (0, s),
+            Identity::EasToken(s) => (1, s),
+            Identity::OpenAiKey(s) => (2, s),
         }
     }
 }
@@ -48,7 +49,8 @@ impl RetryAfter {
 
 #[derive(Default)]
 pub struct RateLimits {
-    buckets: HashMap<(u8, String), DefaultDirectRateLimiter>,
+    /// Per kind of identity, its buckets by name (looked up without a copy).
+    buckets: [HashMap<String, DefaultDirectRateLimiter>; 3],
     clock: DefaultClock,
 }
 
@@ -82,16 +84,16 @@ impl RateLimits {
     }
 
     pub fn new<'a>(rl: &RateLimitSettings, ids: impl IntoIterator<Item = Identity<'a>>) -> Self {
-        let mut buckets = HashMap::new();
+        let mut buckets: [HashMap<String, DefaultDirectRateLimiter>; 3] = Default::default();
         for id in ids {
-            let (_, name) = id.key();
-            let per_second = rl.per_key.get(&name).copied().unwrap_or(rl.per_second);
+            let (kind, name) = id.parts();
+            let per_second = rl.per_key.get(name).copied().unwrap_or(rl.per_second);
             let Some(rate) = NonZeroU32::new(per_second) else {
                 continue;
             };
             let burst = NonZeroU32::new(rl.burst).unwrap_or(rate);
             let quota = Quota::per_second(rate).allow_burst(burst);
-            buckets.insert(id.key(), DefaultDirectRateLimiter::direct(quota));
+            buckets[kind].insert(name.to_string(), DefaultDirectRateLimiter::direct(quota));
         }
         RateLimits {
             buckets,
@@ -101,7 +103,8 @@ impl RateLimits {
 
     /// Takes one request from `id`'s bucket.
     pub fn check(&self, id: Identity<'_>) -> Result<(), RetryAfter> {
-        let Some(bucket) = self.buckets.get(&id.key()) else {
+        let (kind, name) = id.parts();
+        let Some(bucket) = self.buckets[kind].get(name) else {
             return Ok(());
         };
         bucket

@@ -149,7 +149,7 @@ pub async fn serve(
         )));
     }
     for s in servers {
-        s.await?.context("gateway listener")?;
+        s.await.context("gateway listener")?;
     }
     Ok(())
 }

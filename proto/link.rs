@@ -73,8 +73,8 @@ pub trait QueueLink: Send + Sync + 'static {
     /// false when it was already remembered (`QueueService.MarkSeen`).
     async fn mark_seen(&self, key: [u8; 32], ttl: std::time::Duration) -> Result<bool, CallError>;
 
-    /// Whether a queue service answers now (`QueueService.Stats` of no
-    /// queue): the gateway's `/healthz`.
+    /// Whether a queue service can serve now (`QueueService.Ping`): the
+    /// gateway's `/healthz`.
     async fn ping(&self) -> Result<(), CallError>;
 }
 

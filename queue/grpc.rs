@@ -18,7 +18,7 @@ use crate::proto::{
     AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply, AsyncCommitRequest,
     AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest, AsyncSearchReply,
     AsyncSearchRequest, AsyncWatchRequest, CallReply, CallRequest, DispatcherMessage,
-    MarkSeenReply, MarkSeenRequest, QueueMessage, StatsReply, StatsRequest,
+    MarkSeenReply, MarkSeenRequest, PingReply, PingRequest, QueueMessage, StatsReply, StatsRequest,
 };
 use crate::serve::{serve_connections, ConnectionLimits};
 
@@ -71,6 +71,14 @@ impl queue_service_server::QueueService for QueueGrpc {
         let ttl = Duration::from_millis(u64::try_from(r.ttl_ms).unwrap_or(0));
         let first = self.service.mark_seen(&r.key, ttl).await?;
         Ok(Response::new(MarkSeenReply { first }))
+    }
+
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        self.service
+            .ping()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(PingReply {}))
     }
 
     async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
@@ -144,7 +152,7 @@ pub async fn serve(
     listener: TcpListener,
     limits: ConnectionLimits,
     stop: CancellationToken,
-) -> std::io::Result<()> {
+) {
     let routes = tonic::service::Routes::new(QueueServiceServer::new(QueueGrpc::new(service)));
     serve_connections(
         "queue-grpc",

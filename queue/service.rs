@@ -170,6 +170,11 @@ impl QueueService {
         Ok(self.seen.first_sighting(key, ttl).await?)
     }
 
+    /// Whether this instance can serve: its job store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.jobs.ping().await
+    }
+
     pub async fn stats(&self, queue: Option<&str>) -> Result<Vec<QueueStats>, StoreError> {
         let mut depths = if queue.is_some_and(|q| q.starts_with(INPUT_QUEUE_PREFIX)) {
             Vec::new()

@@ -58,7 +58,7 @@ impl QueueLink for LocalQueueLink {
     }
 
     async fn ping(&self) -> Result<(), CallError> {
-        Ok(())
+        Ok(self.0.ping().await?)
     }
 }
 

@@ -153,6 +153,10 @@ impl MemoryJobStore {
 
 #[async_trait]
 impl JobStore for MemoryJobStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }

@@ -101,6 +101,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// the number returned.
     async fn release(&self, queue: &str, consumer: &str) -> Result<usize, StoreError>;
 
+    /// Whether the store answers now.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Depths of `queue`, or of every known queue when `None`.
     async fn depth(&self, queue: Option<&str>) -> Result<Vec<QueueDepth>, StoreError>;
 

@@ -68,6 +68,7 @@ where
 /// (2 with one line on stderr when it fails).
 pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     init_tracing();
+    crate::serve::raise_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -38,7 +38,7 @@ pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
     stop.cancelled().await;
     // Dispatch streams stay open until their dispatchers go; do not wait forever.
     match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(r) => r?.context("queue server")?,
+        Ok(r) => r.context("queue server")?,
         Err(_) => tracing::warn!("streams still open after 5s; exiting"),
     }
     Ok(())

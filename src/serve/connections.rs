@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,7 +27,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,18 +49,6 @@ pub struct ConnectionLimits {
     pub keep_alive_interval: Duration,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            max_connections: 4096,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            max_concurrent_streams: 256,
-            keep_alive_interval: Duration::from_secs(20),
-        }
-    }
-}
-
 /// How long a connection that was asked to close (idle, or never sent a
 /// request) may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -73,7 +61,7 @@ pub async fn serve_connections(
     app: Router,
     limits: ConnectionLimits,
     stop: CancellationToken,
-) -> std::io::Result<()> {
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let tracker = TaskTracker::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -125,16 +113,16 @@ pub async fn serve_connections(
     }
     tracker.close();
     tracker.wait().await;
-    Ok(())
 }
 
 /// What the watchdog of one connection knows: requests in flight and when
-/// the last one ended (ms since the connection opened).
+/// the last one ended (ms since the connection opened); `ended` wakes it.
 #[derive(Default)]
 struct Activity {
     in_flight: AtomicUsize,
-    served: AtomicUsize,
+    served: AtomicBool,
     last_end_ms: AtomicU64,
+    ended: Notify,
 }
 
 /// Decrements the in-flight count when a request's response is ready (or
@@ -148,8 +136,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.activity.last_end_ms.store(ms, Ordering::Relaxed);
-        self.activity.served.fetch_add(1, Ordering::Relaxed);
+        self.activity.served.store(true, Ordering::Relaxed);
         self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.ended.notify_one();
     }
 }
 
@@ -160,10 +149,10 @@ impl Activity {
             return None;
         }
         let last_end = Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed));
-        let allowance = if self.served.load(Ordering::Relaxed) == 0 {
-            limits.header_read_timeout
-        } else {
+        let allowance = if self.served.load(Ordering::Relaxed) {
             limits.idle_timeout
+        } else {
+            limits.header_read_timeout
         };
         Some(opened + last_end + allowance)
     }
@@ -181,14 +170,12 @@ async fn serve_one(
     let opened = Instant::now();
     let activity = Arc::new(Activity::default());
     let tracked = Arc::clone(&activity);
-    let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+    let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         tracked.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight {
             activity: Arc::clone(&tracked),
             opened,
         };
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
         let call = app.clone().oneshot(req.map(axum::body::Body::new));
         async move {
             let response = call.await;
@@ -206,11 +193,13 @@ async fn serve_one(
     let mut drop_at: Option<Instant> = None;
     let mut stopping = false;
     loop {
-        // Re-checked at least every second: a request may start or end.
-        let mut wake = Instant::now() + Duration::from_secs(1);
-        if let Some(at) = drop_at.or_else(|| activity.idle_at(opened, &limits)) {
-            wake = wake.min(at);
-        }
+        // The next moment to look: the close grace's end, or when the
+        // connection turns idle; none while requests are in flight (the end
+        // of one wakes the watchdog).
+        let wake = match drop_at {
+            Some(at) => (activity.in_flight.load(Ordering::Relaxed) == 0).then_some(at),
+            None => activity.idle_at(opened, &limits),
+        };
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -223,11 +212,12 @@ async fn serve_one(
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep_until(wake), if !stopping => {
+            _ = activity.ended.notified(), if !stopping => {}
+            _ = sleep_until_some(wake), if !stopping => {
                 let now = Instant::now();
                 let idle = activity.in_flight.load(Ordering::Relaxed) == 0;
                 match drop_at {
-                    Some(at) if now >= at && idle => {
+                    Some(_) if idle => {
                         tracing::debug!(%peer, "connection dropped after its close grace");
                         return;
                     }
@@ -242,6 +232,14 @@ async fn serve_one(
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -17,18 +17,21 @@ pub use connections::{serve_connections, ConnectionLimits};
 /// pools, queue links, model files, logs).
 const RESERVED_FILES: u64 = 512;
 
-/// Raises the soft open-file limit to the hard one; the soft limit now.
-pub fn raise_file_limit() -> u64 {
+/// Raises the soft open-file limit to the hard one (once, at start:
+/// [`crate::cli::block_on`]).
+pub fn raise_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot raise the open-file limit");
-            rlimit::Resource::NOFILE
-                .get()
-                .map(|(soft, _)| soft)
-                .unwrap_or(1024)
-        }
+        Ok(n) => tracing::debug!(open_files = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
+}
+
+/// The soft open-file limit now.
+fn file_limit() -> u64 {
+    rlimit::Resource::NOFILE
+        .get()
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
 }
 
 impl ConnectionLimits {
@@ -36,7 +39,7 @@ impl ConnectionLimits {
     /// section, with room for `listeners` of them under the open-file limit.
     pub fn public(settings: &Settings, listeners: u64) -> Self {
         let api = &settings.api;
-        let share = raise_file_limit().saturating_sub(RESERVED_FILES) / listeners.max(1);
+        let share = file_limit().saturating_sub(RESERVED_FILES) / listeners.max(1);
         let max_connections = api.max_connections.min(share.max(16) as usize);
         if max_connections < api.max_connections {
             tracing::warn!(

@@ -1,7 +1,7 @@
 //! `GET ?_watch_=true` with a WebSocket upgrade: the queue's items as binary
-//! DataFrameProto frames, at most `_window_` held and not committed, from
-//! `_index_`, committed as sent with `_auto_commit_`; `_index_only_` sends
-//! the items without their data. The consumer id is the
+//! DataFrameProto frames, at most `_window_` (the queue caps it at 1000) held
+//! and not committed, from `_index_`, committed as sent with `_auto_commit_`;
+//! `_index_only_` sends the items without their data. The consumer id is the
 //! `X-EAS-QueueService-Redis-Uid` header; one watch per consumer.
 
 use std::time::Duration;
@@ -15,7 +15,7 @@ use prost::Message as _;
 use tokio::time::Instant;
 
 use crate::gateway::eas::{ApiError, Query};
-use crate::proto::eas::{HEADER_USER, MAX_WATCH_WINDOW};
+use crate::proto::eas::HEADER_USER;
 use crate::proto::{AsyncQueueRef, AsyncWatchRequest, EasLink, ItemStream};
 
 pub struct Watch {
@@ -47,8 +47,6 @@ impl Watch {
         if window == 0 {
             return Err(ApiError::bad("_window_ must be at least 1"));
         }
-        // A larger window is served with the server's largest.
-        let window = window.min(MAX_WATCH_WINDOW);
         Ok(Watch {
             upgrade,
             index_only: q.flag("_index_only_")?,

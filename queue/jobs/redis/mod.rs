@@ -262,6 +262,15 @@ impl RedisJobStore {
 
 #[async_trait]
 impl JobStore for RedisJobStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }
