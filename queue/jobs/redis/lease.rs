@@ -377,24 +377,32 @@ impl RedisJobStore {
             return Ok(Vec::new());
         }
         self.ensure_groups(queue).await?;
-        // Each round that hands nothing out dead-lettered at least one job,
-        // so this ends; the cap only bounds one call's work.
-        for _ in 0..64 {
+        let deadline = Instant::now() + wait;
+        // A round either waits (ending at the deadline) or dead-letters at
+        // least one job (at most 64 such rounds: the cap bounds one call's
+        // work).
+        let mut burying_rounds = 0;
+        while burying_rounds < 64 {
             let mut entries: Vec<(Entry, u32)> = self.reclaim(queue, consumer, max).await?;
             if entries.len() < max {
                 let fresh = self.read_new(queue, consumer, max - entries.len()).await?;
                 entries.extend(fresh.into_iter().map(|e| (e, 1)));
             }
             if entries.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Vec::new());
+                }
                 // Wake up in time for the next reclaim: jobs of a gone
                 // consumer must not wait for a quiet queue's long poll.
-                let wait = wait.min(self.reclaim_interval());
-                let got = self.read_blocking(queue, consumer, wait).await?;
+                let got = self
+                    .read_blocking(queue, consumer, left.min(self.reclaim_interval()))
+                    .await?;
                 let got = self.give_back_extra(queue, got, max).await?;
                 entries.extend(got.into_iter().map(|e| (e, 1)));
             }
             if entries.is_empty() {
-                return Ok(Vec::new());
+                continue;
             }
             let mut out = Vec::with_capacity(entries.len());
             for (mut e, deliveries) in entries {
@@ -414,6 +422,7 @@ impl RedisJobStore {
             if !out.is_empty() {
                 return Ok(out);
             }
+            burying_rounds += 1;
         }
         Ok(Vec::new())
     }
