@@ -8,22 +8,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::Status;
 
-use crate::proto::queue_service_client::QueueServiceClient;
+use crate::proto::client::QueueConnector;
 use crate::proto::{DispatchLink, DispatcherMessage, Inbound};
 
 /// gRPC link; each `open` connects afresh, trying the endpoints in turn.
 pub struct RemoteDispatchLink {
     endpoints: Vec<String>,
+    connector: QueueConnector,
     next: AtomicUsize,
 }
 
 impl RemoteDispatchLink {
-    pub fn new(endpoints: Vec<String>) -> Self {
+    pub fn new(endpoints: Vec<String>, connector: QueueConnector) -> Self {
         RemoteDispatchLink {
             endpoints,
+            connector,
             next: AtomicUsize::new(0),
         }
     }
@@ -40,18 +41,15 @@ impl DispatchLink for RemoteDispatchLink {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         let url = &self.endpoints[i];
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Status::invalid_argument(format!("queue endpoint {url}: {e}")))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
+        let endpoint = self
+            .connector
+            .endpoint(url, Duration::from_secs(3))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| Status::unavailable(format!("connect to {url}: {e}")))?;
-        let mut client = QueueServiceClient::new(channel);
+        let mut client = self.connector.client(channel);
         let response = client.dispatch(ReceiverStream::new(outbound)).await?;
         Ok(response.into_inner().boxed())
     }

@@ -12,6 +12,7 @@
 //! closes the stream and returns.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +79,8 @@ pub struct DispatcherNode {
     places: Arc<Semaphore>,
     /// Models that batch, by API path.
     batchers: HashMap<String, Batcher>,
+    /// Whether a stream to the queue is open (Welcome received): health.
+    connected: AtomicBool,
 }
 
 enum SessionEnd {
@@ -116,7 +119,18 @@ impl DispatcherNode {
             link,
             infer_slots: slots,
             batchers,
+            connected: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the node has a stream to the queue now (`/healthz`).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The queue this node serves.
+    pub fn queue(&self) -> &str {
+        &self.opts.queue
     }
 
     /// Serves until `shutdown` is cancelled and the jobs in hand are answered.
@@ -129,7 +143,9 @@ impl DispatcherNode {
                 return;
             }
             let started = Instant::now();
-            let why = match self.session(&shutdown).await {
+            let ended = self.session(&shutdown).await;
+            self.connected.store(false, Ordering::Relaxed);
+            let why = match ended {
                 Ok(SessionEnd::Drained) => return,
                 Ok(SessionEnd::Lost(why)) => why,
                 Err(status) => status.message().to_string(),
@@ -175,6 +191,7 @@ impl DispatcherNode {
             _ => return Ok(SessionEnd::Lost("no Welcome from the queue".into())),
         };
         metrics::DISPATCHER_CREDITS.set(welcome.credits as i64);
+        self.connected.store(true, Ordering::Relaxed);
         tracing::info!(session = %welcome.session_id, credits = welcome.credits, queue = %self.opts.queue, "connected to the queue");
 
         // Unbounded in type only: every answer in it holds its job's place.

@@ -187,6 +187,11 @@ pub fn router(
     in_flight: Arc<Semaphore>,
 ) -> axum::Router {
     let max = limits.max_body_bytes;
+    let budget = BudgetedBody {
+        gateway: Arc::clone(&gateway),
+        // A message and its 5-byte gRPC frame header.
+        max: max.saturating_add(5),
+    };
     let mut routes =
         Routes::new(PredictServer::new(PredictGrpc::new(gateway)).max_decoding_message_size(max));
     if let Some(api) = eas {
@@ -195,21 +200,67 @@ pub fn router(
                 .max_decoding_message_size(max),
         );
     }
-    routes.into_axum_router().layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(|err: BoxError| async move {
-                let status = if err.is::<tower::timeout::error::Elapsed>() {
-                    Status::deadline_exceeded("the request timed out in the gateway")
-                } else {
-                    Status::resource_exhausted(err.to_string())
-                };
-                status.into_http::<axum::body::Body>()
-            }))
-            .layer(tower::timeout::TimeoutLayer::new(
-                limits.request_timeout.max(EAS_REQUEST_TIMEOUT),
+    routes
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(move |req, next| {
+            let budget = budget.clone();
+            async move { budget.read(req, next).await }
+        }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|err: BoxError| async move {
+                    let status = if err.is::<tower::timeout::error::Elapsed>() {
+                        Status::deadline_exceeded("the request timed out in the gateway")
+                    } else {
+                        Status::resource_exhausted(err.to_string())
+                    };
+                    status.into_http::<axum::body::Body>()
+                }))
+                .layer(tower::timeout::TimeoutLayer::new(
+                    limits.request_timeout.max(EAS_REQUEST_TIMEOUT),
+                ))
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+                    in_flight,
+                )),
+        )
+}
+
+/// Reads a gRPC request's body (every RPC of the public services takes one
+/// message) before tonic does, charging it to the gateway's in-flight budget
+/// and body timeout as the REST routes do; the bytes stay charged until the
+/// call is answered.
+#[derive(Clone)]
+struct BudgetedBody {
+    gateway: Arc<Gateway>,
+    max: usize,
+}
+
+impl BudgetedBody {
+    async fn read(
+        self,
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let (parts, body) = req.into_parts();
+        let limits = self.gateway.body_limits();
+        let (bytes, held) = match super::request::read_limited(body, self.max, limits).await {
+            Ok(read) => read,
+            Err(e) => {
+                let (_, failure) = super::http::body_failure(&self.gateway, &e, self.max);
+                let mut status = status_of(&failure, "");
+                if matches!(e, super::request::BodyError::TimedOut(_)) {
+                    status = Status::deadline_exceeded(status.message().to_string());
+                }
+                return status.into_http();
+            }
+        };
+        let response = next
+            .run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
             ))
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
-                in_flight,
-            )),
-    )
+            .await;
+        drop(held);
+        response
+    }
 }

@@ -11,10 +11,9 @@ use std::future::Future;
 use async_trait::async_trait;
 use futures::StreamExt;
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
-use crate::proto::queue_service_client::QueueServiceClient;
+use crate::proto::client::{ConnectError, QueueClient, QueueConnector};
 use crate::proto::{
     unix_ms_now, AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply,
     AsyncCommitRequest, AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest,
@@ -27,8 +26,8 @@ use crate::proto::{
 pub enum EndpointError {
     #[error("no queue endpoints")]
     None,
-    #[error("queue endpoint {url}: {message}")]
-    Invalid { url: String, message: String },
+    #[error(transparent)]
+    Invalid(#[from] ConnectError),
 }
 
 /// gRPC client of one or more queue services. Calls go round-robin; when one
@@ -43,7 +42,7 @@ pub struct RemoteQueueLink {
 
 struct QueueInstance {
     url: String,
-    client: QueueServiceClient<Channel>,
+    client: QueueClient,
     down_until_ms: AtomicI64,
 }
 
@@ -52,22 +51,14 @@ const SKIP_FAILED_MS: i64 = 1000;
 impl RemoteQueueLink {
     /// Connects lazily: the gateway starts even while the queue service is down
     /// (calls then get 9702 until it is up).
-    pub fn new(endpoints: &[String]) -> Result<Self, EndpointError> {
+    pub fn new(endpoints: &[String], connector: &QueueConnector) -> Result<Self, EndpointError> {
         let mut instances = Vec::new();
         for url in endpoints {
-            let ep = Endpoint::from_shared(url.clone())
-                .map_err(|e| EndpointError::Invalid {
-                    url: url.clone(),
-                    message: e.to_string(),
-                })?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .keep_alive_while_idle(true);
+            let ep = connector.endpoint(url, Duration::from_secs(2))?;
             instances.push(QueueInstance {
                 url: url.clone(),
-                client: QueueServiceClient::new(ep.connect_lazy())
+                client: connector
+                    .client(ep.connect_lazy())
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20),
                 down_until_ms: AtomicI64::new(0),
@@ -83,7 +74,7 @@ impl RemoteQueueLink {
     }
 
     /// The instances' clients in the order to try them for one call.
-    fn clients_in_order(&self) -> Vec<QueueServiceClient<Channel>> {
+    fn clients_in_order(&self) -> Vec<QueueClient> {
         self.order()
             .into_iter()
             .map(|i| self.instances[i].client.clone())
@@ -172,7 +163,7 @@ impl RemoteQueueLink {
     /// something other than UNAVAILABLE (the request did not reach it).
     async fn on_any<T, F, Fut>(&self, op: F) -> Result<T, Status>
     where
-        F: Fn(QueueServiceClient<Channel>) -> Fut,
+        F: Fn(QueueClient) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut last = Status::unavailable("no queue endpoints");

@@ -101,6 +101,7 @@ pub async fn serve(
     let admin = !settings.api.admin_listen.is_empty();
     let listeners = 1 + u64::from(grpc_port.is_some()) + u64::from(admin);
     let conn_limits = serve::ConnectionLimits::public(settings, listeners);
+    let tls = serve::tls::ListenerTls::load(&settings.tls)?.public();
     let limits = HttpLimits::from_settings(settings);
     // One concurrency limit for REST and gRPC together.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests));
@@ -117,6 +118,7 @@ pub async fn serve(
             listener,
             admin_router(Arc::clone(&gateway)),
             conn_limits.clone(),
+            tls.clone(),
             stop.clone(),
         )));
     }
@@ -134,6 +136,7 @@ pub async fn serve(
         listener,
         app,
         conn_limits.clone(),
+        tls.clone(),
         stop.clone(),
     )));
     if let Some(p) = grpc_port {
@@ -145,6 +148,7 @@ pub async fn serve(
             listener,
             app,
             conn_limits.clone(),
+            tls.clone(),
             stop.clone(),
         )));
     }

@@ -58,6 +58,11 @@ impl From<Status> for CallError {
             Code::InvalidArgument => CallError::Invalid(s.message().to_string()),
             // Not connected: nothing was sent.
             Code::Unavailable => CallError::Unavailable(s.message().to_string()),
+            // The queue would not take it from us (internal token): nothing
+            // was stored, and another instance may be configured alike.
+            Code::Unauthenticated | Code::PermissionDenied => {
+                CallError::Unavailable(format!("refused by the queue: {}", s.message()))
+            }
             _ => CallError::ResultLost(format!("{:?}: {}", s.code(), s.message())),
         }
     }

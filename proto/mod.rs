@@ -5,7 +5,9 @@
 //! - [`link`]: the traits through which the gateway and the dispatcher reach
 //!   the queue ([`QueueLink`], [`EasLink`], [`DispatchLink`]) and the errors a
 //!   call can end in;
-//! - [`eas`]: the PAI-EAS conventions shared by the components.
+//! - [`eas`]: the PAI-EAS conventions shared by the components;
+//! - [`client`]: how gateways and dispatchers reach the queue service (TLS,
+//!   the internal token) and how the queue checks the token.
 //!
 //! Gateway and dispatcher depend on this module, never on `crate::queue`.
 
@@ -16,6 +18,7 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod client;
 pub mod eas;
 pub mod link;
 

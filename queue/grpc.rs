@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::eas::{api, EasQueues};
 use super::service::QueueService;
+use crate::proto::client::InternalToken;
 use crate::proto::queue_service_server::{self, QueueServiceServer};
 use crate::proto::ItemStream;
 use crate::proto::{
@@ -21,6 +22,7 @@ use crate::proto::{
     MarkSeenReply, MarkSeenRequest, PingReply, PingRequest, QueueMessage, StatsReply, StatsRequest,
 };
 use crate::serve::{serve_connections, ConnectionLimits};
+use tokio_rustls::TlsAcceptor;
 
 pub struct QueueGrpc {
     service: Arc<QueueService>,
@@ -147,19 +149,38 @@ impl queue_service_server::QueueService for QueueGrpc {
 
 /// Serves the queue service's gRPC API on `listener` until `stop` is
 /// cancelled, within `limits`.
+/// Who may use the queue's listener: TLS (none: plain TCP) and the
+/// internal token every call must carry (none: any caller).
+#[derive(Clone, Default)]
+pub struct Access {
+    pub tls: Option<TlsAcceptor>,
+    pub token: InternalToken,
+}
+
 pub async fn serve(
     service: Arc<QueueService>,
     listener: TcpListener,
     limits: ConnectionLimits,
+    access: Access,
     stop: CancellationToken,
 ) {
     let routes = tonic::service::Routes::new(QueueServiceServer::new(QueueGrpc::new(service)));
-    serve_connections(
-        "queue-grpc",
-        listener,
-        routes.into_axum_router(),
-        limits,
-        stop,
-    )
-    .await
+    let token = access.token;
+    let app = routes
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let admitted = token.admits(req.headers());
+                async move {
+                    if admitted {
+                        next.run(req).await
+                    } else {
+                        tracing::warn!(path = %req.uri().path(), "internal call without the internal token refused");
+                        Status::unauthenticated("the internal token is missing or wrong")
+                            .into_http()
+                    }
+                }
+            },
+        ));
+    serve_connections("queue-grpc", listener, app, limits, access.tls, stop).await
 }

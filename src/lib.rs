@@ -35,6 +35,7 @@ pub mod dispatcher;
 pub mod model_zoo;
 
 pub mod cli;
+pub mod fuzzing;
 pub mod standalone;
 
 pub use cli::run;

@@ -219,9 +219,12 @@ impl Deployment {
         self.procs[self.procs.len() - 1].addr("gateway-grpc")
     }
 
-    /// The queue service's gRPC URL (split deployments).
-    fn queue_url(&self) -> Option<&str> {
-        self._split.as_ref().map(|s| s.queue_url.as_str())
+    /// A client of the queue service (split deployments).
+    async fn queue_client(&self) -> Option<inferq::proto::client::QueueClient> {
+        match &self._split {
+            Some(s) => Some(s.queue_client().await),
+            None => None,
+        }
     }
 }
 
@@ -514,7 +517,7 @@ async fn get_newest_blocking_get_negative_commit_and_second_watcher() {
 
 /// Backpressure: sink max_length 10, no watcher, 50 puts; then a watcher
 /// that commits gets all 50, each once.
-async fn backpressure(gateway_http: &str, queue_url: Option<&str>) {
+async fn backpressure(gateway_http: &str, queue: Option<inferq::proto::client::QueueClient>) {
     let eas = Eas::new(gateway_http);
     let mut sent = BTreeSet::new();
     for i in 0..50 {
@@ -540,12 +543,8 @@ async fn backpressure(gateway_http: &str, queue_url: Option<&str>) {
         40,
         "the rest wait in the input queue"
     );
-    if let Some(url) = queue_url {
+    if let Some(mut q) = queue {
         // Operators and autoscalers see the backlog in the queue's Stats.
-        let mut q =
-            inferq::proto::queue_service_client::QueueServiceClient::connect(url.to_string())
-                .await
-                .expect("queue gRPC");
         let stats = q
             .stats(inferq::proto::StatsRequest {
                 queue: format!("async:{SVC}"),
@@ -592,13 +591,13 @@ const BOUNDED_SINK: &str = "      sink: {max_length: 10}\n      source: {max_len
 #[tokio::test]
 async fn full_sink_pauses_dispatch_on_the_memory_backend() {
     let d = Deployment::start("memory", "/api/lr", BOUNDED_SINK, 5);
-    backpressure(d.gateway_http(), d.queue_url()).await;
+    backpressure(d.gateway_http(), d.queue_client().await).await;
 }
 
 #[tokio::test]
 async fn full_sink_pauses_dispatch_on_the_redis_backend() {
     let d = Deployment::start("redis", "/api/lr", BOUNDED_SINK, 5);
-    backpressure(d.gateway_http(), d.queue_url()).await;
+    backpressure(d.gateway_http(), d.queue_client().await).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -127,6 +127,63 @@ async fn bodies_over_the_in_flight_budget_are_refused_at_once_with_server_busy()
     assert!(codes.contains(&(503, 9812)), "{codes:?}");
     // Small calls were never refused, and the budget came back.
     assert!(normal_p50(&url, 5).await < Duration::from_secs(1));
+
+    // gRPC requests are charged to the same budget.
+    let grpc = format!("http://{}", p.addr("gateway-grpc"));
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let (grpc, body) = (grpc.clone(), body.clone());
+        calls.push(tokio::spawn(async move { grpc_predict(&grpc, &body).await }));
+    }
+    let mut answers = Vec::new();
+    for c in calls {
+        answers.push(match c.await.unwrap() {
+            Ok(reply) => format!("ok {}", reply.code),
+            Err(s) => format!(
+                "{:?} {}",
+                s.code(),
+                s.metadata()
+                    .get("inferq-code")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+            ),
+        });
+    }
+    answers.sort();
+    println!("{answers:?}");
+    assert!(
+        answers.iter().filter(|a| *a == "ok 0").count() >= 2,
+        "{answers:?}"
+    );
+    assert!(
+        answers.contains(&"ResourceExhausted 9812".to_string()),
+        "{answers:?}"
+    );
+}
+
+/// Predict over gRPC with a signed envelope's fields.
+async fn grpc_predict(
+    url: &str,
+    v: &Value,
+) -> Result<inferq::proto::PredictReply, tonic::Status> {
+    let mut client = inferq::proto::predict_client::PredictClient::connect(url.to_string())
+        .await
+        .expect("gRPC connect");
+    client
+        .predict(inferq::proto::PredictRequest {
+            api_path: "/api/echo".into(),
+            app_id: APP_ID.into(),
+            version: "1".into(),
+            sign_type: "SHA256".into(),
+            sign_data: v["signData"].as_str().unwrap().into(),
+            enc_type: "plain".into(),
+            timestamp: v["timestamp"].as_i64().unwrap(),
+            params: Some(inferq::proto::predict_request::Params::DataJson(
+                v["data"].to_string(),
+            )),
+        })
+        .await
+        .map(|r| r.into_inner())
 }
 
 #[tokio::test]

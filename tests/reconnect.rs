@@ -23,14 +23,16 @@ async fn answered(url: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_and_dispatcher_reconnect_when_the_queue_comes_back() {
     let port = free_port();
-    let server = format!("  QueueEndpoints: [\"http://127.0.0.1:{port}\"]");
+    let dir = TestDir::new();
+    let certs = common::TestCerts::make(&dir);
+    let server = format!("  QueueEndpoints: [\"https://127.0.0.1:{port}\"]");
     let yaml = settings_yaml("", &server)
         .replace("MessageTimeout: 10", "MessageTimeout: 3")
         .replace(
             "QueueListen: \"127.0.0.1:0\"",
             &format!("QueueListen: \"127.0.0.1:{port}\""),
         );
-    let dir = TestDir::new();
+    let yaml = common::with_internal_security(&yaml, &certs, false);
     let path = dir.write("settings.yaml", &yaml);
     let y = path.to_str().unwrap();
 

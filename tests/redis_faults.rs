@@ -179,9 +179,14 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Queues over TLS with the internal token, as deployed.
     fn new(settings: &str, queues: usize) -> Cluster {
         let dir = TestDir::new();
-        let yaml = dir.write("settings.yaml", settings);
+        let certs = common::TestCerts::make(&dir);
+        let yaml = dir.write(
+            "settings.yaml",
+            &common::with_internal_security(settings, &certs, false),
+        );
         Cluster {
             dir,
             yaml,
@@ -212,7 +217,7 @@ impl Cluster {
             .flat_map(|i| {
                 [
                     "--queue-endpoint".to_string(),
-                    format!("http://{}", self.queue_addrs[(first + i) % n]),
+                    format!("https://{}", self.queue_addrs[(first + i) % n]),
                 ]
             })
             .collect()

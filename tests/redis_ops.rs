@@ -10,17 +10,20 @@ use std::time::Duration;
 use common::{Proc, RedisServer, TestDir};
 use serde_json::json;
 
-fn settings(redis_addr: &str, queue_addr: &str, extra: &str) -> String {
+/// Split-deployment settings in `dir`: the queue over TLS with the internal
+/// token (certificates made there).
+fn settings(dir: &TestDir, redis_addr: &str, queue_addr: &str, extra: &str) -> String {
     // No Backend key: a go-infer file has none, and the split subcommands
     // then use Redis.
-    common::settings_yaml(
+    let yaml = common::settings_yaml(
         "",
         &format!(
-            "  RedisServer: \"{redis_addr}\"\n  QueueListen: \"{queue_addr}\"\n  QueueEndpoints: [\"http://{queue_addr}\"]\n  ReclaimIdle: 1\n{extra}"
+            "  RedisServer: \"{redis_addr}\"\n  QueueListen: \"{queue_addr}\"\n  QueueEndpoints: [\"https://{queue_addr}\"]\n  ReclaimIdle: 1\n{extra}"
         ),
     )
     .replace("  Backend: memory\n", "")
-    .replace("  QueueListen: \"127.0.0.1:0\"\n", "")
+    .replace("  QueueListen: \"127.0.0.1:0\"\n", "");
+    common::with_internal_security(&yaml, &common::TestCerts::make(dir), false)
 }
 
 fn start(dir: &TestDir, yaml: &str, name: &str, args: &[&str], roles: &[&str]) -> Proc {
@@ -55,7 +58,7 @@ async fn queue_waits_for_redis_and_serves_once_it_is_up() {
     let queue_addr = format!("127.0.0.1:{}", common::free_port());
     let yaml = dir.write(
         "settings.yaml",
-        &settings(&format!("127.0.0.1:{redis_port}"), &queue_addr, ""),
+        &settings(&dir, &format!("127.0.0.1:{redis_port}"), &queue_addr, ""),
     );
     let yaml = yaml.to_str().unwrap();
     let q = start(&dir, yaml, "queue", &["queue"], &["queue-grpc"]);
@@ -99,7 +102,7 @@ async fn dead_letters_are_listed_and_requeued_from_the_cli() {
     let queue_addr = format!("127.0.0.1:{}", common::free_port());
     let yaml_path = dir.write(
         "settings.yaml",
-        &settings(&redis.addr(), &queue_addr, "  MaxDeliveries: 1\n"),
+        &settings(&dir, &redis.addr(), &queue_addr, "  MaxDeliveries: 1\n"),
     );
     let yaml = yaml_path.to_str().unwrap();
     let _q = start(&dir, yaml, "queue", &["queue"], &["queue-grpc"]);
@@ -200,6 +203,7 @@ async fn redis_passwords_and_acl_users() {
         let yaml = dir.write(
             "settings.yaml",
             &settings(
+                &dir,
                 &server,
                 &queue_addr,
                 &format!("  RedisPasswd: \"{passwd}\"\n"),

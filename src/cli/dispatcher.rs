@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::dispatcher::nodes::eas_nodes;
 use crate::dispatcher::{DispatcherNode, NodeOptions, RemoteDispatchLink};
 use crate::model_zoo::{self, ModelFactory};
+use crate::proto::DispatchLink;
 use crate::serve;
 
 #[derive(Debug, Args)]
@@ -47,11 +48,28 @@ pub async fn run(
     }
     let models = Arc::new(model_zoo::build(factory, &settings, true).context("models")?);
     let endpoints = args.queues.or_settings(&settings);
+    let connector = super::queue_connector(&settings, &endpoints)?;
+    let tls = serve::tls::ListenerTls::load(&settings.tls)?;
     let metrics_addr = args
         .metrics_listen
         .clone()
         .unwrap_or_else(|| settings.server.dispatcher_metrics_listen.clone());
     let stop = serve::shutdown_token();
+    let node_id = args.node_id.unwrap_or_else(serve::default_node_id);
+    let opts = NodeOptions::from_settings(&settings, queue_no, node_id.clone(), max_workers);
+    tracing::info!(queue = %opts.queue, max_workers, queue_service = ?endpoints, "dispatcher starting");
+    let link = || -> Arc<dyn DispatchLink> {
+        Arc::new(RemoteDispatchLink::new(
+            endpoints.clone(),
+            connector.clone(),
+        ))
+    };
+    let mut nodes = vec![Arc::new(DispatcherNode::new(
+        Arc::clone(&models),
+        opts,
+        link(),
+    ))];
+    nodes.extend(eas_nodes(&settings, &models, &node_id, link));
     if !metrics_addr.is_empty() {
         let listener = serve::bind("dispatcher-metrics", &metrics_addr).await?;
         let app = axum::Router::new()
@@ -59,31 +77,46 @@ pub async fn run(
                 "/metrics",
                 axum::routing::get(|| async { crate::metrics::render() }),
             )
-            .route("/healthz", axum::routing::get(|| async { "ok" }));
+            .route(
+                "/healthz",
+                axum::routing::get(health).with_state(nodes.clone()),
+            );
         tokio::spawn(serve::serve_connections(
             "dispatcher-metrics",
             listener,
             app,
             serve::ConnectionLimits::public(&settings, 1),
+            tls.public(),
             stop.clone(),
         ));
     }
-    let node_id = args.node_id.unwrap_or_else(serve::default_node_id);
-    let opts = NodeOptions::from_settings(&settings, queue_no, node_id.clone(), max_workers);
-    tracing::info!(queue = %opts.queue, max_workers, queue_service = ?endpoints, "dispatcher starting");
-    let node = Arc::new(DispatcherNode::new(
-        Arc::clone(&models),
-        opts,
-        Arc::new(RemoteDispatchLink::new(endpoints.clone())),
-    ));
-    let mut runs = vec![tokio::spawn(node.run(stop.clone()))];
-    for n in eas_nodes(&settings, &models, &node_id, || {
-        Arc::new(RemoteDispatchLink::new(endpoints.clone()))
-    }) {
-        runs.push(tokio::spawn(n.run(stop.clone())));
-    }
+    let runs: Vec<_> = nodes
+        .into_iter()
+        .map(|n| tokio::spawn(n.run(stop.clone())))
+        .collect();
     for r in runs {
         let _ = r.await;
     }
     Ok(())
+}
+
+/// `/healthz`: 200 while every node has a stream to the queue; else 503
+/// naming the queues it cannot reach (models are loaded before this
+/// listens).
+async fn health(
+    axum::extract::State(nodes): axum::extract::State<Vec<Arc<DispatcherNode>>>,
+) -> (axum::http::StatusCode, String) {
+    let down: Vec<&str> = nodes
+        .iter()
+        .filter(|n| !n.is_connected())
+        .map(|n| n.queue())
+        .collect();
+    if down.is_empty() {
+        (axum::http::StatusCode::OK, "ok".into())
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("no stream to the queue for: {}", down.join(", ")),
+        )
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use super::{PortArgs, QueueEndpointArgs};
+use super::{queue_connector, PortArgs, QueueEndpointArgs};
 use crate::config::Settings;
 use crate::gateway::server;
 use crate::gateway::{Gateway, RemoteQueueLink};
@@ -28,7 +28,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let models = model_zoo::build(factory, &settings, false).context("models")?;
     let endpoints = args.queues.or_settings(&settings);
-    let remote = Arc::new(RemoteQueueLink::new(&endpoints)?);
+    let connector = queue_connector(&settings, &endpoints)?;
+    let remote = Arc::new(RemoteQueueLink::new(&endpoints, &connector)?);
     let link: Arc<dyn QueueLink> = remote.clone();
     let gateway = Arc::new(Gateway::new(&settings, models, link)?);
     let eas = server::eas_api(&settings, &gateway, Some(remote as Arc<dyn EasLink>))?;

@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Settings;
 use crate::gateway::server::Ports;
 use crate::model_zoo::{Model, ModelError, ModelFactory};
+use crate::proto::client::QueueConnector;
 
 pub mod dead_letters;
 pub mod dispatcher;
@@ -149,5 +150,42 @@ impl QueueEndpointArgs {
         } else {
             self.queue_endpoints.clone()
         }
+    }
+}
+
+/// How this process reaches the queue service: `TLS.CaFile` and
+/// `Server.InternalToken`. Warns when the token or TLS is missing on a link
+/// that leaves the machine.
+pub fn queue_connector(
+    settings: &Settings,
+    endpoints: &[String],
+) -> anyhow::Result<QueueConnector> {
+    let ca =
+        (!settings.tls.ca_file.is_empty()).then(|| std::path::Path::new(&settings.tls.ca_file));
+    let connector = QueueConnector::new(ca, &settings.server.internal_token)?;
+    for url in endpoints.iter().filter(|u| !is_loopback_url(u)) {
+        if settings.server.internal_token.is_empty() {
+            tracing::warn!(%url, "no Server.InternalToken: the queue cannot tell this process from any other client");
+        }
+        if url.starts_with("http://") {
+            tracing::warn!(%url, "plain-text link to a queue on another machine: use https:// (TLS section)");
+        }
+    }
+    Ok(connector)
+}
+
+/// Whether `url`'s host is a loopback address or `localhost`.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }

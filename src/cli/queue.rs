@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::{Settings, StoreKind};
+use crate::proto::client::InternalToken;
 use crate::queue::build;
 use crate::serve;
 
@@ -28,11 +29,20 @@ pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
     let addr = args
         .listen
         .unwrap_or_else(|| settings.server.queue_listen.clone());
+    let tls = serve::tls::ListenerTls::load(&settings.tls)?.internal();
+    let token = InternalToken::new(&settings.server.internal_token)?;
+    if !token.is_set() && !is_loopback(&addr) {
+        tracing::warn!(%addr, "no Server.InternalToken: any client that reaches this address can take and answer jobs");
+    }
+    if tls.is_none() && !is_loopback(&addr) {
+        tracing::warn!(%addr, "the queue serves plain text on a non-loopback address: set TLS.CertFile");
+    }
     let listener = serve::bind("queue-grpc", &addr).await?;
     let server = tokio::spawn(crate::queue::grpc::serve(
         service,
         listener,
         serve::ConnectionLimits::internal(&settings),
+        crate::queue::grpc::Access { tls, token },
         stop.clone(),
     ));
     stop.cancelled().await;
@@ -42,4 +52,9 @@ pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("streams still open after 5s; exiting"),
     }
     Ok(())
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
 }

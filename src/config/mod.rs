@@ -27,7 +27,7 @@ pub use eas::{
 pub use models::ModelSpec;
 pub use sections::{
     ApiSettings, BackendChoice, OnnxRuntimeSettings, OpenAiSettings, RateLimitSettings,
-    ReplaySettings, ServerSettings, StoreKind,
+    ReplaySettings, ServerSettings, StoreKind, TlsSettings,
 };
 
 /// A bad value, with the key that holds it (dotted from its section).
@@ -79,6 +79,8 @@ pub struct Settings {
     pub api: ApiSettings,
     #[serde(rename = "Server")]
     pub server: ServerSettings,
+    #[serde(rename = "TLS")]
+    pub tls: TlsSettings,
     /// go-infer's error table: `Name: {code, msg}`.
     #[serde(rename = "ErrCode")]
     pub err_code: BTreeMap<String, CodeEntry>,
@@ -178,6 +180,20 @@ impl Settings {
             if !(secs > 0.0 && secs.is_finite() && secs < 1e9) {
                 return bad(key, "must be a positive number of seconds");
             }
+        }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            return bad("TLS.KeyFile", "CertFile and KeyFile are set together");
+        }
+        if self
+            .server
+            .internal_token
+            .chars()
+            .any(|c| !c.is_ascii_graphic())
+        {
+            return bad(
+                "Server.InternalToken",
+                "must be printable ASCII without spaces",
+            );
         }
         if !self.api.admin_listen.is_empty() && self.api.admin_listen.parse::<SocketAddr>().is_err()
         {
@@ -356,6 +372,22 @@ Customer: {
         let err = Settings::from_yaml("Server:\n  MaxWorkers: 0\n", Path::new("s.yaml"))
             .expect_err("must fail");
         assert!(err.to_string().contains("Server.MaxWorkers"));
+    }
+
+    #[test]
+    fn tls_and_token_settings_are_checked() {
+        let err = Settings::from_yaml("TLS:\n  CertFile: c.pem\n", Path::new("s.yaml"))
+            .expect_err("a certificate without its key");
+        assert!(err.to_string().contains("TLS.KeyFile"), "{err}");
+        let err = Settings::from_yaml("Server:\n  InternalToken: \"a b\"\n", Path::new("s.yaml"))
+            .expect_err("a token with a space");
+        assert!(err.to_string().contains("Server.InternalToken"), "{err}");
+        let s = Settings::from_yaml(
+            "TLS:\n  CertFile: c.pem\n  KeyFile: k.pem\n  Public: false\n",
+            Path::new("s.yaml"),
+        )
+        .expect("valid");
+        assert!(!s.tls.public && s.tls.internal, "Internal defaults to true");
     }
 
     #[test]

@@ -270,6 +270,49 @@ pub struct ServerSettings {
     /// gateway's calls share one connection).
     #[serde(rename = "QueueMaxStreams")]
     pub queue_max_streams: u32,
+    /// The shared secret of the internal API: gateways and dispatchers send
+    /// it (`authorization: Bearer …`), and a queue refuses a call without it
+    /// (UNAUTHENTICATED). Empty: the internal API is open to whoever can
+    /// reach `QueueListen`.
+    #[serde(rename = "InternalToken")]
+    pub internal_token: String,
+}
+
+/// The `TLS` section: the certificate this process serves on its listeners
+/// and the roots it trusts for `https://` queue endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first. Empty: listeners serve plain TCP.
+    #[serde(rename = "CertFile")]
+    pub cert_file: String,
+    /// PEM private key of `CertFile` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(rename = "KeyFile")]
+    pub key_file: String,
+    /// PEM certificates trusted for `https://` queue endpoints, besides the
+    /// system's roots (a private CA).
+    #[serde(rename = "CaFile")]
+    pub ca_file: String,
+    /// Whether the public listeners (REST, gRPC, admin, a dispatcher's
+    /// metrics) serve TLS when `CertFile` is set: false when nginx or a load
+    /// balancer in front terminates it.
+    #[serde(rename = "Public")]
+    pub public: bool,
+    /// Whether `inferq queue` serves TLS when `CertFile` is set.
+    #[serde(rename = "Internal")]
+    pub internal: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: String::new(),
+            public: true,
+            internal: true,
+        }
+    }
 }
 
 impl ApiSettings {
@@ -314,6 +357,7 @@ impl Default for ServerSettings {
             result_ttl: 300.0,
             max_result_bytes: 64 << 20,
             queue_max_streams: 20_000,
+            internal_token: String::new(),
         }
     }
 }

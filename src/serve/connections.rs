@@ -11,6 +11,9 @@
 //! - HTTP/2: at most `max_concurrent_streams` per connection, keep-alive
 //!   pings every `keep_alive_interval`, a peer that does not answer is dropped.
 //!
+//! With a TLS acceptor ([`super::tls`]), each connection's handshake runs in
+//! its own task and must end within `header_read_timeout`.
+//!
 //! Requests themselves are bounded by the tower layers of each API (timeout,
 //! concurrency, body size); this module bounds connections.
 
@@ -29,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -53,13 +57,24 @@ pub struct ConnectionLimits {
 /// request) may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves `app` on `listener` under `limits` until `stop` is cancelled, then
-/// lets the connections finish the requests they are serving.
+/// What every connection of one listener shares.
+struct Listener {
+    builder: Builder<TokioExecutor>,
+    app: Router,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+}
+
+/// Serves `app` on `listener` under `limits` (over TLS with `tls`) until
+/// `stop` is cancelled, then lets the connections finish the requests they
+/// are serving.
 pub async fn serve_connections(
     role: &'static str,
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -78,7 +93,13 @@ pub async fn serve_connections(
         .keep_alive_interval(limits.keep_alive_interval)
         .keep_alive_timeout(limits.keep_alive_interval)
         .enable_connect_protocol();
-    let builder = Arc::new(builder);
+    let shared = Arc::new(Listener {
+        builder,
+        app,
+        limits,
+        tls,
+        stop: stop.clone(),
+    });
     loop {
         let slot = tokio::select! {
             s = Arc::clone(&slots).acquire_owned() => match s {
@@ -101,15 +122,7 @@ pub async fn serve_connections(
             _ = stop.cancelled() => break,
         };
         let _ = tcp.set_nodelay(true);
-        tracker.spawn(serve_one(
-            Arc::clone(&builder),
-            tcp,
-            peer,
-            slot,
-            app.clone(),
-            limits.clone(),
-            stop.clone(),
-        ));
+        tracker.spawn(serve_one(Arc::clone(&shared), tcp, peer, slot));
     }
     tracker.close();
     tracker.wait().await;
@@ -158,18 +171,63 @@ impl Activity {
     }
 }
 
+/// Serves one accepted connection: the TLS handshake first, if any.
 async fn serve_one(
-    builder: Arc<Builder<TokioExecutor>>,
+    listener: Arc<Listener>,
     tcp: TcpStream,
     peer: SocketAddr,
     slot: OwnedSemaphorePermit,
-    app: Router,
-    limits: ConnectionLimits,
-    stop: CancellationToken,
 ) {
     let opened = Instant::now();
+    let Some(acceptor) = listener.tls.clone() else {
+        return serve_io(
+            listener,
+            SlotIo {
+                io: tcp,
+                _slot: slot,
+            },
+            peer,
+            opened,
+        )
+        .await;
+    };
+    let handshake = tokio::time::timeout(listener.limits.header_read_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = listener.stop.cancelled() => return,
+    };
+    serve_io(
+        listener,
+        SlotIo {
+            io: tls,
+            _slot: slot,
+        },
+        peer,
+        opened,
+    )
+    .await
+}
+
+/// Serves HTTP/1 or HTTP/2 on `io` under the listener's limits.
+async fn serve_io<I>(listener: Arc<Listener>, io: SlotIo<I>, peer: SocketAddr, opened: Instant)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &listener.limits;
+    let stop = &listener.stop;
     let activity = Arc::new(Activity::default());
     let tracked = Arc::clone(&activity);
+    let app = listener.app.clone();
     let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         tracked.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight {
@@ -185,8 +243,9 @@ async fn serve_one(
     });
     // The slot lives as long as the socket, also after a WebSocket upgrade
     // has taken it over.
-    let io = TokioIo::new(SlotIo { tcp, _slot: slot });
-    let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+    let conn = listener
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
     // Set once the connection was asked to close because it sat idle: it is
     // dropped when this passes with no request in flight.
@@ -198,7 +257,7 @@ async fn serve_one(
         // of one wakes the watchdog).
         let wake = match drop_at {
             Some(at) => (activity.in_flight.load(Ordering::Relaxed) == 0).then_some(at),
-            None => activity.idle_at(opened, &limits),
+            None => activity.idle_at(opened, limits),
         };
         tokio::select! {
             result = conn.as_mut() => {
@@ -223,7 +282,7 @@ async fn serve_one(
                     }
                     Some(_) => {}
                     None => {
-                        if activity.idle_at(opened, &limits).is_some_and(|at| now >= at) {
+                        if activity.idle_at(opened, limits).is_some_and(|at| now >= at) {
                             tracing::debug!(%peer, "closing an idle connection");
                             conn.as_mut().graceful_shutdown();
                             drop_at = Some(now + CLOSE_GRACE);
@@ -243,37 +302,37 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// A socket that holds its listener's connection slot.
-struct SlotIo {
-    tcp: TcpStream,
+/// A socket (plain or TLS) that holds its listener's connection slot.
+struct SlotIo<I> {
+    io: I,
     _slot: OwnedSemaphorePermit,
 }
 
-impl AsyncRead for SlotIo {
+impl<I: AsyncRead + Unpin> AsyncRead for SlotIo<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for SlotIo {
+impl<I: AsyncWrite + Unpin> AsyncWrite for SlotIo<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -281,10 +340,10 @@ impl AsyncWrite for SlotIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.io.is_write_vectored()
     }
 }

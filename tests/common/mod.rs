@@ -301,31 +301,136 @@ pub async fn metric(url: &str, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("metric {name} not in {url}"))
 }
 
-/// A split deployment: `inferq queue`, dispatchers and a gateway as separate processes.
+/// A certificate authority and a server certificate for `localhost` and
+/// `127.0.0.1` signed by it, made at run time, as PEM files in a test dir.
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca_pem: String,
+}
+
+impl TestCerts {
+    pub fn make(dir: &TestDir) -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "inferq test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("server params");
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        TestCerts {
+            ca: dir.write("ca.pem", &ca_cert.pem()),
+            cert: dir.write("cert.pem", &cert.pem()),
+            key: dir.write("key.pem", &key.serialize_pem()),
+            ca_pem: ca_cert.pem(),
+        }
+    }
+
+    /// A `TLS` section serving these certificates; `public`: also on the
+    /// public listeners (else only on the queue's).
+    pub fn section(&self, public: bool) -> String {
+        format!(
+            "TLS:\n  CertFile: \"{}\"\n  KeyFile: \"{}\"\n  CaFile: \"{}\"\n  Public: {public}\n",
+            self.cert.display(),
+            self.key.display(),
+            self.ca.display()
+        )
+    }
+
+    /// An HTTPS client that trusts this CA (and nothing else).
+    pub fn client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA");
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .build()
+            .unwrap()
+    }
+}
+
+/// The internal token of the split-deployment tests.
+pub const INTERNAL_TOKEN: &str = "split-test-internal-token-5f0c";
+
+/// `settings` with `Server.InternalToken` and a `TLS` section.
+pub fn with_internal_security(settings: &str, certs: &TestCerts, public_tls: bool) -> String {
+    assert!(
+        settings.contains("\nServer:\n"),
+        "settings without a Server section"
+    );
+    let with_token = settings.replacen(
+        "\nServer:\n",
+        &format!("\nServer:\n  InternalToken: \"{INTERNAL_TOKEN}\"\n"),
+        1,
+    );
+    format!("{with_token}\n{}", certs.section(public_tls))
+}
+
+/// A split deployment: `inferq queue`, dispatchers and a gateway as separate
+/// processes, the way the README deploys them: the queue serves TLS and
+/// requires the internal token, which gateways and dispatchers send over
+/// `https://`. The public listeners serve plain HTTP (TLS at nginx) unless
+/// started with [`Split::start_public_tls`].
 pub struct Split {
     pub dir: TestDir,
     pub yaml: PathBuf,
     pub queue: Proc,
     pub queue_url: String,
+    pub certs: TestCerts,
 }
 
 impl Split {
     pub fn start(settings: &str) -> Split {
+        Split::start_with(settings, false)
+    }
+
+    /// Also TLS on the gateways' REST and gRPC listeners.
+    pub fn start_public_tls(settings: &str) -> Split {
+        Split::start_with(settings, true)
+    }
+
+    fn start_with(settings: &str, public_tls: bool) -> Split {
         let dir = TestDir::new();
-        let yaml = dir.write("settings.yaml", settings);
+        let certs = TestCerts::make(&dir);
+        let yaml = dir.write(
+            "settings.yaml",
+            &with_internal_security(settings, &certs, public_tls),
+        );
         let queue = Proc::start(
             "queue",
             dir.path(),
             &["queue", "--yaml", yaml.to_str().unwrap()],
             &["queue-grpc"],
         );
-        let queue_url = format!("http://{}", queue.addr("queue-grpc"));
+        let queue_url = format!("https://{}", queue.addr("queue-grpc"));
         Split {
             dir,
             yaml,
             queue,
             queue_url,
+            certs,
         }
+    }
+
+    /// A client of the queue service, over TLS with the internal token.
+    pub async fn queue_client(&self) -> inferq::proto::client::QueueClient {
+        let connector =
+            inferq::proto::client::QueueConnector::new(Some(&self.certs.ca), INTERNAL_TOKEN)
+                .expect("connector");
+        let channel = connector
+            .endpoint(&self.queue_url, Duration::from_secs(3))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("queue gRPC over TLS");
+        connector.client(channel)
     }
 
     /// A dispatcher on queue 0 with `max_workers`, serving metrics on an ephemeral port.

@@ -5,12 +5,16 @@ objects and str() for other values, signs it with SHA256 or with SM2 from the
 `gmssl` package, POSTs it and prints the answer's JSON on stdout.
 
 usage: goinfer_client.py URL SIGNTYPE DATA_JSON [--extra JSON] [--key B64] [--ts N]
+                         [--cafile PEM]
+
+An https:// URL is verified with Python's own TLS (OpenSSL) against --cafile.
 """
 import argparse
 import base64
 import hashlib
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.request
@@ -55,6 +59,7 @@ def main():
     p.add_argument("--key", default=SM2_KEY)
     p.add_argument("--ts", type=int, default=None)
     p.add_argument("--print-public-key", action="store_true")
+    p.add_argument("--cafile", default=None, help="CA certificates (PEM) for https:// URLs")
     a = p.parse_args()
 
     body = {
@@ -79,7 +84,8 @@ def main():
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    context = ssl.create_default_context(cafile=a.cafile) if a.cafile else None
+    with urllib.request.urlopen(req, timeout=30, context=context) as resp:
         sys.stdout.write(resp.read().decode("utf-8"))
 
 
