@@ -133,7 +133,9 @@ async fn bodies_over_the_in_flight_budget_are_refused_at_once_with_server_busy()
     let mut calls = Vec::new();
     for _ in 0..6 {
         let (grpc, body) = (grpc.clone(), body.clone());
-        calls.push(tokio::spawn(async move { grpc_predict(&grpc, &body).await }));
+        calls.push(tokio::spawn(
+            async move { grpc_predict(&grpc, &body).await },
+        ));
     }
     let mut answers = Vec::new();
     for c in calls {
@@ -162,10 +164,7 @@ async fn bodies_over_the_in_flight_budget_are_refused_at_once_with_server_busy()
 }
 
 /// Predict over gRPC with a signed envelope's fields.
-async fn grpc_predict(
-    url: &str,
-    v: &Value,
-) -> Result<inferq::proto::PredictReply, tonic::Status> {
+async fn grpc_predict(url: &str, v: &Value) -> Result<inferq::proto::PredictReply, tonic::Status> {
     let mut client = inferq::proto::predict_client::PredictClient::connect(url.to_string())
         .await
         .expect("gRPC connect");

@@ -391,6 +391,22 @@ Customer: {
     }
 
     #[test]
+    fn the_shipped_settings_files_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for dir in ["config", "deploy/layouts"] {
+            let mut n = 0;
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    Settings::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                    n += 1;
+                }
+            }
+            assert!(n > 0, "no settings files in {dir}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_not_fatal() {
         let s = Settings::from_yaml("API:\n  Prot: 1\nExtra: 2\n", Path::new("s.yaml"))
             .expect("unknown keys only warn");
