@@ -2,6 +2,11 @@
 //! A body is charged as it is read; one that would go over the budget is
 //! answered at once with `ServerBusy` rather than held, so a flood of large
 //! bodies costs bounded memory and small requests keep flowing beside it.
+//!
+//! [`LargeRequests`]: requests whose body is over a size are let on (to
+//! the signature check and the model queue) a few at a time. A flood of
+//! large requests then waits here, holding only its bytes, instead of ahead
+//! of small requests in the model queue and on the CPU.
 
 use std::sync::Arc;
 
@@ -14,13 +19,42 @@ pub struct InFlightBytes {
     total: usize,
 }
 
-/// Bytes charged to the budget; given back when dropped.
+/// Bytes charged to the budget, and a large request's place; given back
+/// when dropped.
 #[derive(Default)]
-pub struct HeldBytes(Option<OwnedSemaphorePermit>);
+pub struct HeldBytes(Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
 
 impl HeldBytes {
     pub fn bytes(&self) -> usize {
         self.0.as_ref().map_or(0, |p| p.num_permits())
+    }
+}
+
+/// The places of large requests, shared by every route of a gateway.
+#[derive(Clone)]
+pub struct LargeRequests {
+    threshold: usize,
+    places: Arc<Semaphore>,
+}
+
+impl LargeRequests {
+    /// `at_once` requests over `threshold` bytes at a time.
+    pub fn new(threshold: usize, at_once: usize) -> Self {
+        LargeRequests {
+            threshold,
+            places: Arc::new(Semaphore::new(at_once.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Waits for a place when `held`'s body is large (the caller's request
+    /// timeout bounds the wait); the place is held with the bytes.
+    pub async fn admit(&self, held: &mut HeldBytes, body_len: usize) {
+        if body_len <= self.threshold || held.1.is_some() {
+            return;
+        }
+        if let Ok(place) = Arc::clone(&self.places).acquire_owned().await {
+            held.1 = Some(place);
+        }
     }
 }
 
@@ -79,5 +113,28 @@ mod tests {
         assert!(budget
             .charge(&mut HeldBytes::default(), usize::MAX)
             .is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_requests_wait_for_a_place_small_ones_never() {
+        let large = LargeRequests::new(100, 1);
+        let mut first = HeldBytes::default();
+        large.admit(&mut first, 101).await;
+        let mut small = HeldBytes::default();
+        large.admit(&mut small, 100).await;
+        assert!(small.1.is_none(), "at the threshold a request is small");
+        let waiting = {
+            let large = large.clone();
+            tokio::spawn(async move {
+                let mut second = HeldBytes::default();
+                large.admit(&mut second, 5000).await;
+                second
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "the one place is taken");
+        drop(first);
+        let second = waiting.await.unwrap();
+        assert!(second.1.is_some(), "let on once the place came back");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::auth::Authenticator;
-use super::budget::InFlightBytes;
+use super::budget::{InFlightBytes, LargeRequests};
 use super::envelope::Envelope;
 use super::rate::{Identity, RateLimits, RetryAfter};
 use super::replay::{remember_for, signature_key, ReplayPolicy};
@@ -63,6 +63,10 @@ impl Gateway {
             body_limits: BodyLimits {
                 timeout: settings.api.body_read_timeout(),
                 budget: InFlightBytes::new(settings.api.max_in_flight_bytes),
+                large: LargeRequests::new(
+                    settings.api.large_body_bytes,
+                    settings.api.max_large_requests,
+                ),
             },
             models,
             link,

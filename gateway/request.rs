@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::BodyExt;
 
-use super::budget::{HeldBytes, InFlightBytes, OverBudget};
+use super::budget::{HeldBytes, InFlightBytes, LargeRequests, OverBudget};
 use super::new_request_id;
 
 /// The id of the request being served, set by the first layer.
@@ -62,6 +62,7 @@ pub enum BodyError {
 pub struct BodyLimits {
     pub timeout: Duration,
     pub budget: InFlightBytes,
+    pub large: LargeRequests,
 }
 
 /// Reads at most `max` bytes within `limits`. A larger body is read on (and
@@ -74,7 +75,10 @@ pub async fn read_limited(
 ) -> Result<(bytes::Bytes, HeldBytes), BodyError> {
     let mut held = HeldBytes::default();
     match tokio::time::timeout(limits.timeout, read_into(body, max, limits, &mut held)).await {
-        Ok(Ok(bytes)) => Ok((bytes, held)),
+        Ok(Ok(bytes)) => {
+            limits.large.admit(&mut held, bytes.len()).await;
+            Ok((bytes, held))
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(BodyError::TimedOut(limits.timeout)),
     }

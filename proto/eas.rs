@@ -25,6 +25,11 @@ pub const HEADER_PRIORITY: &str = "X-EAS-QueueService-Priority";
 /// The most items one `get` returns.
 pub const MAX_GET_LENGTH: u32 = 10_000;
 
+/// The most payload bytes one `get` returns (at least one item, however
+/// large): a reply stays well under the gRPC message cap between gateway and
+/// queue, and a client cannot make the queue copy a whole queue at once.
+pub const MAX_GET_BYTES: usize = 16 << 20;
+
 /// The largest `_window_` of a watch; a larger one is served with this.
 pub const MAX_WATCH_WINDOW: u32 = 1_000;
 

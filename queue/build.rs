@@ -102,6 +102,7 @@ pub fn queue_service(
         instance_id: instance_id.clone(),
         session: SessionOptions {
             expired_code: codes.code(ErrorKind::QueueTimeout),
+            empty_result_code: codes.code(ErrorKind::InferFail),
             ..SessionOptions::default()
         },
         ..ServiceOptions::default()

@@ -49,6 +49,8 @@ pub struct SessionOptions {
     pub lease_wait: Duration,
     /// Code for jobs dropped because their caller's deadline passed (QueueTimeout).
     pub expired_code: i32,
+    /// Code a result without an outcome is answered with (InferFail).
+    pub empty_result_code: i32,
     /// How long a new Dispatch stream may take to send Hello.
     pub hello_timeout: Duration,
 }
@@ -58,6 +60,7 @@ impl Default for SessionOptions {
         SessionOptions {
             lease_wait: Duration::from_secs(5),
             expired_code: 9997,
+            empty_result_code: 9998,
             hello_timeout: Duration::from_secs(10),
         }
     }
@@ -148,7 +151,9 @@ pub async fn run(
             let ended = loop {
                 match next {
                     Some(Ok(DispatcherMessage { kind: Some(kind) })) => match kind {
-                        dispatcher_message::Kind::Result(result) => results.push(result),
+                        dispatcher_message::Kind::Result(result) => {
+                            results.push(defined(result, opts.empty_result_code))
+                        }
                         dispatcher_message::Kind::Drain(_) => {
                             tracing::info!("dispatcher draining: no more jobs sent");
                             stop.cancel();
@@ -196,6 +201,30 @@ pub async fn run(
     .await
 }
 
+/// A dispatcher's result as the queue stores it: one without an outcome
+/// (a dispatcher's bug, or a hostile one) becomes an error with `code`, so
+/// its caller, or its PAI-EAS sink, gets a defined answer rather than none.
+fn defined(result: JobResult, code: i32) -> JobResult {
+    if result.outcome.is_some() {
+        return result;
+    }
+    tracing::warn!(request_id = %clip_id(&result.request_id), "result without an outcome; answered as an error");
+    JobResult::error(
+        &result.request_id,
+        code,
+        "the dispatcher sent a result without an outcome",
+    )
+}
+
+/// A dispatcher's request id, cut short for logs.
+fn clip_id(id: &str) -> &str {
+    let mut end = id.len().min(64);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
+}
+
 fn check_hello(h: &Hello) -> Result<(), &'static str> {
     if h.queue.is_empty() {
         return Err("Hello.queue is empty");
@@ -236,7 +265,7 @@ async fn take_results(
                     }
                 }
                 None => {
-                    tracing::warn!(request_id = %result.request_id, "result for a job this dispatcher does not hold; ignored")
+                    tracing::warn!(request_id = %clip_id(&result.request_id), "result for a job this dispatcher does not hold; ignored")
                 }
             }
         }

@@ -307,6 +307,21 @@ mod tests {
                 ready: 2
             }
         );
+        // Found by this target: a result without an outcome completed its
+        // job with nothing (a PAI-EAS item then left no result in the sink).
+        let empty = DispatcherMessage {
+            kind: Some(dispatcher_message::Kind::Result(JobResult {
+                request_id: "j0".into(),
+                outcome: None,
+            })),
+        };
+        assert_eq!(
+            run_messages(&framed(&[hello(3), empty])),
+            Outcome {
+                answered: 1,
+                ready: 2
+            }
+        );
         let gone = framed(&[hello(2)]);
         assert_eq!(
             run_messages(&gone),

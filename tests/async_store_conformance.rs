@@ -14,7 +14,7 @@ use inferq::config::QueueLimits;
 use inferq::queue::eas::memory::MemoryEasStore;
 use inferq::queue::eas::redis::RedisEasStore;
 use inferq::queue::eas::store::{
-    Completion, EasStore, ItemState, Negative, NewItem, QueueRef, Selector, TakeOptions,
+    Completion, EasStore, GetLimit, ItemState, Negative, NewItem, QueueRef, Selector, TakeOptions,
 };
 use inferq::queue::{RedisOptions, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -96,25 +96,31 @@ async fn conformance(store: Arc<dyn EasStore>) {
     assert!(a < b && b < c);
     let empty = BTreeMap::new();
     let got = store
-        .get(&q, &Selector::From(b), 10, &empty, false)
+        .get(&q, &Selector::From(b), GetLimit::items(10), &empty, false)
         .await
         .unwrap();
     assert_eq!(data(&got), ["b", "xc"]);
     assert_eq!(got[0].tags["requestId"], "rid-b");
     let got = store
-        .get(&q, &Selector::Newest, 1, &empty, false)
+        .get(&q, &Selector::Newest, GetLimit::items(1), &empty, false)
         .await
         .unwrap();
     assert_eq!(data(&got), ["xc"]);
     let got = store
-        .get(&q, &Selector::RequestId("rid-a".into()), 1, &empty, false)
+        .get(
+            &q,
+            &Selector::RequestId("rid-a".into()),
+            GetLimit::items(1),
+            &empty,
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(got[0].index, a);
     let mut only_x = BTreeMap::new();
     only_x.insert("kind".to_string(), "x".to_string());
     let got = store
-        .get(&q, &Selector::From(0), 10, &only_x, false)
+        .get(&q, &Selector::From(0), GetLimit::items(10), &only_x, false)
         .await
         .unwrap();
     assert_eq!(data(&got), ["xc"]);
@@ -126,7 +132,7 @@ async fn conformance(store: Arc<dyn EasStore>) {
     assert!(matches!(err, StoreError::QueueFull { .. }));
     store.put(&q, item("d", 0), &limits(3, true)).await.unwrap();
     let got = store
-        .get(&q, &Selector::From(0), 10, &empty, false)
+        .get(&q, &Selector::From(0), GetLimit::items(10), &empty, false)
         .await
         .unwrap();
     assert_eq!(data(&got), ["b", "xc", "d"]);
@@ -242,7 +248,7 @@ async fn conformance(store: Arc<dyn EasStore>) {
         .unwrap();
     assert_eq!(store.stats(&p).await.unwrap().length, 1);
     let sink = store
-        .get(&q, &Selector::From(0), 10, &empty, false)
+        .get(&q, &Selector::From(0), GetLimit::items(10), &empty, false)
         .await
         .unwrap();
     assert_eq!(data(&sink), ["H"]);
@@ -279,6 +285,37 @@ async fn conformance(store: Arc<dyn EasStore>) {
     // queues are separate per service.
     let other = QueueRef::sink("other");
     assert_eq!(store.stats(&other).await.unwrap().length, 0);
+
+    // a get returns at most its byte cap of payloads, at least one item;
+    // with delete, only what it returned is removed.
+    let big = QueueRef::sink("big");
+    for c in ["a", "b", "c"] {
+        store
+            .put(&big, item(&c.repeat(1000), 0), &limits(100, false))
+            .await
+            .unwrap();
+    }
+    let capped = |bytes| GetLimit { items: 10, bytes };
+    let got = store
+        .get(&big, &Selector::From(0), capped(2500), &empty, false)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "2 x 1000 bytes fit in 2500");
+    let got = store
+        .get(&big, &Selector::From(0), capped(10), &empty, false)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "one item, however large");
+    let got = store
+        .get(&big, &Selector::From(0), capped(2000), &empty, true)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        store.stats(&big).await.unwrap().length,
+        1,
+        "the third stays"
+    );
 }
 
 #[tokio::test]

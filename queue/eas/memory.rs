@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::store::{
-    ChangeSignals, Completion, EasStore, Item, ItemState, Negative, NewItem, QueueRef, QueueStats,
-    Selector, TakeOptions,
+    ChangeSignals, Completion, EasStore, GetLimit, Item, ItemState, Negative, NewItem, QueueRef,
+    QueueStats, Selector, TakeOptions,
 };
 use crate::config::QueueLimits;
 use crate::queue::error::StoreError;
@@ -147,10 +147,11 @@ impl EasStore for MemoryEasStore {
         &self,
         q: &QueueRef,
         which: &Selector,
-        length: usize,
+        limit: GetLimit,
         tags: &BTreeMap<String, String>,
         delete: bool,
     ) -> Result<Vec<Item>, StoreError> {
+        let length = limit.items;
         let found = self.with(q, |queue| {
             let indexes: Vec<u64> = match which {
                 Selector::From(from) => queue
@@ -174,16 +175,24 @@ impl EasStore for MemoryEasStore {
                     .map(|i| vec![*i])
                     .unwrap_or_default(),
             };
-            indexes
-                .into_iter()
-                .filter_map(|i| {
-                    if delete {
-                        queue.remove(i)
-                    } else {
-                        queue.items.get(&i).cloned()
-                    }
-                })
-                .collect::<Vec<_>>()
+            let mut bytes = 0usize;
+            let mut out = Vec::new();
+            for i in indexes {
+                let Some(size) = queue.items.get(&i).map(|it| it.data.len()) else {
+                    continue;
+                };
+                if !out.is_empty() && bytes.saturating_add(size) > limit.bytes {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                let item = if delete {
+                    queue.remove(i)
+                } else {
+                    queue.items.get(&i).cloned()
+                };
+                out.extend(item);
+            }
+            out
         });
         if delete && !found.is_empty() {
             self.notify(q);

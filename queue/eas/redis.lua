@@ -133,8 +133,9 @@ if op == 'put' then
   return put(P, ARGV[2], cjson.decode(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1')
 
 elseif op == 'get' then
-  -- mode (from|newest|rid), from or rid, length, filter JSON, delete
+  -- mode (from|newest|rid), from or rid, length, filter JSON, delete, max bytes
   local mode, length, filter, del = ARGV[2], tonumber(ARGV[4]), cjson.decode(ARGV[5]), ARGV[6] == '1'
+  local max_bytes = tonumber(ARGV[7])
   local picked = {}
   local function consider(i)
     local m = redis.call('HGET', P .. 'm', i)
@@ -152,8 +153,11 @@ elseif op == 'get' then
   else
     scan(P .. 'all', ARGV[3], false, 10000, consider)
   end
-  local out = {}
+  local out, bytes = {}, 0
   for _, e in ipairs(picked) do
+    local size = redis.call('HSTRLEN', P .. 'd', e[1])
+    if #out > 0 and bytes + size > max_bytes then break end
+    bytes = bytes + size
     emit(out, P, e[1], e[2])
     if del then delete(P, e[1]) end
   end

@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{
-    ChangeSignals, Completion, EasStore, Item, ItemState, Negative, NewItem, QueueRef, QueueStats,
-    Selector, TakeOptions,
+    ChangeSignals, Completion, EasStore, GetLimit, Item, ItemState, Negative, NewItem, QueueRef,
+    QueueStats, Selector, TakeOptions,
 };
 use crate::config::QueueLimits;
 use crate::proto::unix_ms_now;
@@ -207,7 +207,7 @@ impl EasStore for RedisEasStore {
         &self,
         q: &QueueRef,
         which: &Selector,
-        length: usize,
+        limit: GetLimit,
         tags: &BTreeMap<String, String>,
         delete: bool,
     ) -> Result<Vec<Item>, StoreError> {
@@ -223,9 +223,10 @@ impl EasStore for RedisEasStore {
                 &[
                     arg(mode),
                     arg(at),
-                    arg(length.max(1)),
+                    arg(limit.items.max(1)),
                     arg(tags_json(tags)),
                     arg(if delete { "1" } else { "0" }),
+                    arg(limit.bytes),
                 ],
             )
             .await?;

@@ -15,7 +15,8 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use super::store::{
-    wait_for_change, EasStore, Item, ItemState, Negative, NewItem, QueueRef, QueueStats, Selector,
+    wait_for_change, EasStore, GetLimit, Item, ItemState, Negative, NewItem, QueueRef, QueueStats,
+    Selector,
 };
 use crate::config::{KeyError, QueueLimits, ServiceSpec, Settings};
 use crate::proto::eas::{
@@ -181,7 +182,10 @@ impl EasQueues {
                 }
                 _ => None,
             };
-            let found = self.store.get(q, &which, length, tags, delete).await?;
+            let found = self
+                .store
+                .get(q, &which, GetLimit::items(length), tags, delete)
+                .await?;
             let left = until.saturating_duration_since(Instant::now());
             if !found.is_empty() || left.is_zero() {
                 return Ok(found);

@@ -78,6 +78,24 @@ pub struct NewItem {
     pub priority: u32,
 }
 
+/// How much one `get` returns: at most `items` items and, beyond the first,
+/// at most `bytes` bytes of payload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GetLimit {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+impl GetLimit {
+    /// `items` items, within the server's byte cap.
+    pub fn items(items: usize) -> Self {
+        GetLimit {
+            items,
+            bytes: crate::proto::eas::MAX_GET_BYTES,
+        }
+    }
+}
+
 /// Which items a `get` reads.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Selector {
@@ -163,12 +181,13 @@ pub trait EasStore: Send + Sync + 'static {
         limits: &QueueLimits,
     ) -> Result<u64, StoreError>;
 
-    /// Reads items without taking them; with `delete` they are removed.
+    /// Reads items without taking them, within `limit`; with `delete`
+    /// the items returned (only they) are removed.
     async fn get(
         &self,
         q: &QueueRef,
         which: &Selector,
-        length: usize,
+        limit: GetLimit,
         tags: &BTreeMap<String, String>,
         delete: bool,
     ) -> Result<Vec<Item>, StoreError>;

@@ -37,6 +37,7 @@ fn harness() -> Harness {
             lease_wait: Duration::from_millis(200),
             expired_code: EXPIRED,
             hello_timeout: Duration::from_secs(1),
+            ..SessionOptions::default()
         },
         ..ServiceOptions::default()
     };

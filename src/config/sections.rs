@@ -65,6 +65,15 @@ pub struct ApiSettings {
     /// would go over is answered at once with `ServerBusy` (HTTP 503).
     #[serde(rename = "MaxInFlightBytes")]
     pub max_in_flight_bytes: usize,
+    /// A request whose body is over this many bytes is large: see
+    /// `MaxLargeRequests`.
+    #[serde(rename = "LargeBodyBytes")]
+    pub large_body_bytes: usize,
+    /// Large requests let on to the signature check and the model queue at
+    /// once; the others wait (within the request timeout) holding their
+    /// bytes, so small requests are not queued behind a flood of large ones.
+    #[serde(rename = "MaxLargeRequests")]
+    pub max_large_requests: usize,
     /// Seconds a request body may take to arrive.
     #[serde(rename = "BodyReadTimeout")]
     pub body_read_timeout: f64,
@@ -158,6 +167,8 @@ impl Default for ApiSettings {
             max_body_bytes: 1 << 20,
             max_concurrent_requests: 10_000,
             max_in_flight_bytes: 64 << 20,
+            large_body_bytes: 64 << 10,
+            max_large_requests: 2,
             body_read_timeout: 30.0,
             max_connections: 4096,
             header_read_timeout: 10.0,
