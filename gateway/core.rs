@@ -65,7 +65,7 @@ impl Gateway {
                 budget: InFlightBytes::new(settings.api.max_in_flight_bytes),
                 large: LargeRequests::new(
                     settings.api.large_body_bytes,
-                    settings.api.max_large_requests,
+                    settings.api.max_large_requests(),
                 ),
             },
             models,

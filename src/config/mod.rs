@@ -159,7 +159,6 @@ impl Settings {
         }
         for (key, n) in [
             ("API.MaxInFlightBytes", self.api.max_in_flight_bytes),
-            ("API.MaxLargeRequests", self.api.max_large_requests),
             ("API.MaxConnections", self.api.max_connections),
             ("API.Http2MaxStreams", self.api.http2_max_streams as usize),
             ("Server.MaxResultBytes", self.server.max_result_bytes),

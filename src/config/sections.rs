@@ -72,6 +72,8 @@ pub struct ApiSettings {
     /// Large requests let on to the signature check and the model queue at
     /// once; the others wait (within the request timeout) holding their
     /// bytes, so small requests are not queued behind a flood of large ones.
+    /// 0: half the cores (at least one), which leaves the other half to
+    /// small requests.
     #[serde(rename = "MaxLargeRequests")]
     pub max_large_requests: usize,
     /// Seconds a request body may take to arrive.
@@ -168,7 +170,7 @@ impl Default for ApiSettings {
             max_concurrent_requests: 10_000,
             max_in_flight_bytes: 64 << 20,
             large_body_bytes: 64 << 10,
-            max_large_requests: 2,
+            max_large_requests: 0,
             body_read_timeout: 30.0,
             max_connections: 4096,
             header_read_timeout: 10.0,
@@ -327,6 +329,14 @@ impl Default for TlsSettings {
 }
 
 impl ApiSettings {
+    /// `MaxLargeRequests`, with 0 decided here.
+    pub fn max_large_requests(&self) -> usize {
+        match self.max_large_requests {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
+    }
+
     fn secs(v: f64) -> Duration {
         Duration::from_secs_f64(v.max(0.0))
     }
