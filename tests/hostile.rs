@@ -170,18 +170,7 @@ async fn grpc_predict(url: &str, v: &Value) -> Result<inferq::proto::PredictRepl
         .await
         .expect("gRPC connect");
     client
-        .predict(inferq::proto::PredictRequest {
-            api_path: "/api/echo".into(),
-            app_id: APP_ID.into(),
-            version: "1".into(),
-            sign_type: "SHA256".into(),
-            sign_data: v["signData"].as_str().unwrap().into(),
-            enc_type: "plain".into(),
-            timestamp: v["timestamp"].as_i64().unwrap(),
-            params: Some(inferq::proto::predict_request::Params::DataJson(
-                v["data"].to_string(),
-            )),
-        })
+        .predict(predict_request("/api/echo", v))
         .await
         .map(|r| r.into_inner())
 }
@@ -373,18 +362,7 @@ async fn an_app_over_its_rate_gets_9811_and_others_keep_theirs() {
     .await
     .unwrap();
     let v = signed(json!({"g": 1}));
-    let req = inferq::proto::PredictRequest {
-        api_path: "/api/echo".into(),
-        app_id: APP_ID.into(),
-        version: "1".into(),
-        sign_type: "SHA256".into(),
-        sign_data: v["signData"].as_str().unwrap().into(),
-        enc_type: "plain".into(),
-        timestamp: v["timestamp"].as_i64().unwrap(),
-        params: Some(inferq::proto::predict_request::Params::DataJson(
-            v["data"].to_string(),
-        )),
-    };
+    let req = predict_request("/api/echo", &v);
     let mut statuses = Vec::new();
     for _ in 0..10 {
         statuses.push(match grpc.predict(req.clone()).await {

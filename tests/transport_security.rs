@@ -200,18 +200,7 @@ async fn public_listeners_serve_tls_to_independent_clients() {
         .expect("gRPC over TLS");
     let v = signed(json!({"g": "tls"}));
     let reply = inferq::proto::predict_client::PredictClient::new(channel)
-        .predict(inferq::proto::PredictRequest {
-            api_path: "/api/echo".into(),
-            app_id: APP_ID.into(),
-            version: "1".into(),
-            sign_type: "SHA256".into(),
-            sign_data: v["signData"].as_str().unwrap().into(),
-            enc_type: "plain".into(),
-            timestamp: v["timestamp"].as_i64().unwrap(),
-            params: Some(inferq::proto::predict_request::Params::DataJson(
-                v["data"].to_string(),
-            )),
-        })
+        .predict(predict_request("/api/echo", &v))
         .await
         .expect("predict")
         .into_inner();

@@ -252,6 +252,23 @@ pub fn signed_with(
     Value::Object(fields)
 }
 
+/// A gRPC `Predict` request carrying a SHA256-signed envelope's fields
+/// (from [`signed`]).
+pub fn predict_request(api_path: &str, v: &Value) -> inferq::proto::PredictRequest {
+    inferq::proto::PredictRequest {
+        api_path: api_path.into(),
+        app_id: v["appId"].as_str().unwrap().into(),
+        version: "1".into(),
+        sign_type: v["signType"].as_str().unwrap().into(),
+        sign_data: v["signData"].as_str().unwrap().into(),
+        enc_type: "plain".into(),
+        timestamp: v["timestamp"].as_i64().unwrap(),
+        params: Some(inferq::proto::predict_request::Params::DataJson(
+            v["data"].to_string(),
+        )),
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
