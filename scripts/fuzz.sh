@@ -9,7 +9,7 @@
 # from fuzz/corpus/<target> (seeds and reproducers, committed) and what a run
 # finds goes to fuzz/corpus-new/<target> (not committed); a crash stops its
 # target and leaves the input in fuzz/artifacts/<target>. A summary line per
-# target is appended to fuzz/runs.log. Exits non-zero when a target crashed.
+# target is appended to fuzz/runs.txt. Exits non-zero when a target crashed.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-60}
@@ -44,7 +44,7 @@ for t in "${targets[@]}"; do
     tail -40 "$log"
   fi
   line="$(date -u +%FT%TZ) $t seconds=$seconds executions=$runs exit=$rc"
-  echo "$line" | tee -a runs.log
+  echo "$line" | tee -a runs.txt
   rm -f "$log"
 done
 echo "fuzz: $total executions in all"
