@@ -22,11 +22,14 @@ pub struct InFlightBytes {
 /// Bytes charged to the budget, and a large request's place; given back
 /// when dropped.
 #[derive(Default)]
-pub struct HeldBytes(Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>);
+pub struct HeldBytes {
+    bytes: Option<OwnedSemaphorePermit>,
+    large_place: Option<OwnedSemaphorePermit>,
+}
 
 impl HeldBytes {
     pub fn bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |p| p.num_permits())
+        self.bytes.as_ref().map_or(0, |p| p.num_permits())
     }
 }
 
@@ -49,11 +52,11 @@ impl LargeRequests {
     /// Waits for a place when `held`'s body is large (the caller's request
     /// timeout bounds the wait); the place is held with the bytes.
     pub async fn admit(&self, held: &mut HeldBytes, body_len: usize) {
-        if body_len <= self.threshold || held.1.is_some() {
+        if body_len <= self.threshold || held.large_place.is_some() {
             return;
         }
         if let Ok(place) = Arc::clone(&self.places).acquire_owned().await {
-            held.1 = Some(place);
+            held.large_place = Some(place);
         }
     }
 }
@@ -81,9 +84,9 @@ impl InFlightBytes {
         let permit = Arc::clone(&self.permits)
             .try_acquire_many_owned(n)
             .map_err(|_| OverBudget(self.total))?;
-        match &mut held.0 {
+        match &mut held.bytes {
             Some(p) => p.merge(permit),
-            None => held.0 = Some(permit),
+            None => held.bytes = Some(permit),
         }
         Ok(())
     }
@@ -122,7 +125,10 @@ mod tests {
         large.admit(&mut first, 101).await;
         let mut small = HeldBytes::default();
         large.admit(&mut small, 100).await;
-        assert!(small.1.is_none(), "at the threshold a request is small");
+        assert!(
+            small.large_place.is_none(),
+            "at the threshold a request is small"
+        );
         let waiting = {
             let large = large.clone();
             tokio::spawn(async move {
@@ -135,6 +141,9 @@ mod tests {
         assert!(!waiting.is_finished(), "the one place is taken");
         drop(first);
         let second = waiting.await.unwrap();
-        assert!(second.1.is_some(), "let on once the place came back");
+        assert!(
+            second.large_place.is_some(),
+            "let on once the place came back"
+        );
     }
 }

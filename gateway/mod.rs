@@ -20,7 +20,7 @@
 //!   call the queue, map every failure to its code. Shared by REST and gRPC.
 //!
 //! What bounds a client: [`budget`] (bytes of bodies in flight), [`rate`]
-//! (requests per second per appId, token or key), [`request::clip`] (client
+//! (requests per second per appId, token or key), [`crate::clip`] (client
 //! strings in messages and logs); connections are bounded by
 //! [`crate::serve::connections`].
 //!

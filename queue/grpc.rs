@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -22,7 +23,6 @@ use crate::proto::{
     MarkSeenReply, MarkSeenRequest, PingReply, PingRequest, QueueMessage, StatsReply, StatsRequest,
 };
 use crate::serve::{serve_connections, ConnectionLimits};
-use tokio_rustls::TlsAcceptor;
 
 pub struct QueueGrpc {
     service: Arc<QueueService>,

@@ -28,6 +28,7 @@ use super::credit::CreditWindow;
 use super::registry::{SessionInfo, SessionRegistry};
 use super::source::{JobSource, Lease, SourceError};
 use crate::backoff::Backoff;
+use crate::clip::clip;
 use crate::metrics;
 use crate::proto::{
     dispatcher_message, queue_message, unix_ms_now, DispatcherMessage, Hello, JobResult,
@@ -208,21 +209,12 @@ fn defined(result: JobResult, code: i32) -> JobResult {
     if result.outcome.is_some() {
         return result;
     }
-    tracing::warn!(request_id = %clip_id(&result.request_id), "result without an outcome; answered as an error");
+    tracing::warn!(request_id = %clip(&result.request_id), "result without an outcome; answered as an error");
     JobResult::error(
         &result.request_id,
         code,
         "the dispatcher sent a result without an outcome",
     )
-}
-
-/// A dispatcher's request id, cut short for logs.
-fn clip_id(id: &str) -> &str {
-    let mut end = id.len().min(64);
-    while !id.is_char_boundary(end) {
-        end -= 1;
-    }
-    &id[..end]
 }
 
 fn check_hello(h: &Hello) -> Result<(), &'static str> {
@@ -265,7 +257,7 @@ async fn take_results(
                     }
                 }
                 None => {
-                    tracing::warn!(request_id = %clip_id(&result.request_id), "result for a job this dispatcher does not hold; ignored")
+                    tracing::warn!(request_id = %clip(&result.request_id), "result for a job this dispatcher does not hold; ignored")
                 }
             }
         }

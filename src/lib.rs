@@ -14,6 +14,7 @@
 //! [`standalone`] wires all three in one process. See ARCHITECTURE.md.
 
 pub mod backoff;
+pub mod clip;
 pub mod codes;
 pub mod config;
 pub mod metrics;

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use thiserror::Error;
 use tonic::{Code, Status};
 
+use crate::clip::clip;
 use crate::gateway::rate::RetryAfter;
-use crate::gateway::request::clip;
 use crate::metrics;
 
 #[derive(Debug, Error)]

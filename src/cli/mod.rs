@@ -176,16 +176,25 @@ pub fn queue_connector(
 
 /// Whether `url`'s host is a loopback address or `localhost`.
 fn is_loopback_url(url: &str) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    match uri.host() {
-        Some("localhost") => true,
-        Some(h) => h
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(is_loopback_host))
+        .unwrap_or(false)
+}
+
+/// Whether `host` (a name, an IP, or an IPv6 address in brackets) is
+/// `localhost` or a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the listen address `addr` (host:port) is on loopback only.
+fn is_loopback_listen(addr: &str) -> bool {
+    addr.rsplit_once(':')
+        .is_some_and(|(host, _)| is_loopback_host(host))
 }

@@ -31,10 +31,11 @@ pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| settings.server.queue_listen.clone());
     let tls = serve::tls::ListenerTls::load(&settings.tls)?.internal();
     let token = InternalToken::new(&settings.server.internal_token)?;
-    if !token.is_set() && !is_loopback(&addr) {
+    let loopback = super::is_loopback_listen(&addr);
+    if !token.is_set() && !loopback {
         tracing::warn!(%addr, "no Server.InternalToken: any client that reaches this address can take and answer jobs");
     }
-    if tls.is_none() && !is_loopback(&addr) {
+    if tls.is_none() && !loopback {
         tracing::warn!(%addr, "the queue serves plain text on a non-loopback address: set TLS.CertFile");
     }
     let listener = serve::bind("queue-grpc", &addr).await?;
@@ -52,9 +53,4 @@ pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("streams still open after 5s; exiting"),
     }
     Ok(())
-}
-
-fn is_loopback(addr: &str) -> bool {
-    addr.parse::<std::net::SocketAddr>()
-        .is_ok_and(|a| a.ip().is_loopback())
 }

@@ -184,12 +184,7 @@ impl Settings {
         if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
             return bad("TLS.KeyFile", "CertFile and KeyFile are set together");
         }
-        if self
-            .server
-            .internal_token
-            .chars()
-            .any(|c| !c.is_ascii_graphic())
-        {
+        if crate::proto::client::InternalToken::new(&self.server.internal_token).is_err() {
             return bad(
                 "Server.InternalToken",
                 "must be printable ASCII without spaces",

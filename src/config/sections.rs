@@ -353,6 +353,13 @@ impl ApiSettings {
     pub fn keep_alive_interval(&self) -> Duration {
         Self::secs(self.keep_alive_interval)
     }
+
+    pub fn http_addr(&self) -> String {
+        format!("{}:{}", self.addr, self.port)
+    }
+    pub fn grpc_addr(&self) -> Option<String> {
+        self.grpc_port.map(|p| format!("{}:{}", self.addr, p))
+    }
 }
 
 impl Default for ServerSettings {
@@ -403,14 +410,5 @@ impl ServerSettings {
 
     pub fn result_ttl(&self) -> Duration {
         Duration::from_secs_f64(self.result_ttl)
-    }
-}
-
-impl ApiSettings {
-    pub fn http_addr(&self) -> String {
-        format!("{}:{}", self.addr, self.port)
-    }
-    pub fn grpc_addr(&self) -> Option<String> {
-        self.grpc_port.map(|p| format!("{}:{}", self.addr, p))
     }
 }
