@@ -6,12 +6,14 @@
 //! job beyond them ends the stream, and a new stream waits for the jobs of a
 //! lost one. Each job runs on a
 //! blocking thread (bounded by `infer_threads`) so inference never stalls the
-//! stream. When the stream drops the node reconnects with backoff; jobs it was
-//! running are answered by someone else (the queue redelivers them). On
-//! shutdown it sends Drain, finishes the jobs it holds, sends their results,
-//! closes the stream and returns.
+//! stream. When the stream drops the node reconnects with backoff; the jobs
+//! it was running finish, and their answers are sent first on the next
+//! stream (to any queue instance: the queue stores an answer for a job that
+//! is still stored, so it does not run again). On shutdown it sends Drain,
+//! finishes the jobs it holds, sends their results, closes the stream and
+//! returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +83,11 @@ pub struct DispatcherNode {
     batchers: HashMap<String, Batcher>,
     /// Whether a stream to the queue is open (Welcome received): health.
     connected: AtomicBool,
+    /// Where every job's answer goes, whichever stream it came on.
+    answers_tx: mpsc::UnboundedSender<Answered>,
+    /// Read by the one session running; answers of a lost stream's jobs
+    /// wait here for the next one.
+    answers_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Answered>>,
 }
 
 enum SessionEnd {
@@ -111,7 +118,11 @@ impl DispatcherNode {
                 Some((m.api_path().to_string(), b))
             })
             .collect();
+        // Unbounded in type only: every answer in it holds its job's place.
+        let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         DispatcherNode {
+            answers_tx,
+            answers_rx: tokio::sync::Mutex::new(answers_rx),
             places: Arc::new(Semaphore::new(opts.max_workers as usize)),
             models,
             codes,
@@ -138,12 +149,14 @@ impl DispatcherNode {
         // Jitter spreads the reconnects of many nodes.
         let mut backoff =
             Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).with_jitter();
+        // Answers of jobs whose stream was lost, to send on the next one.
+        let mut carried = Vec::new();
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
             let started = Instant::now();
-            let ended = self.session(&shutdown).await;
+            let ended = self.session(&shutdown, &mut carried).await;
             self.connected.store(false, Ordering::Relaxed);
             let why = match ended {
                 Ok(SessionEnd::Drained) => return,
@@ -161,16 +174,32 @@ impl DispatcherNode {
         }
     }
 
-    async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, tonic::Status> {
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        carried: &mut Vec<JobResult>,
+    ) -> Result<SessionEnd, tonic::Status> {
+        let mut answers = self.answers_rx.lock().await;
         // Jobs of a stream that was lost may still be running; a new stream
         // offers MaxWorkers credits, so wait (up to DrainTimeout) for their
-        // places. Whatever happens, a job beyond the places ends the stream.
+        // places, keeping their answers to send on the new stream. Whatever
+        // happens, a job beyond the places ends the stream.
         let all = self.opts.max_workers;
-        if let Ok(Ok(places)) =
-            tokio::time::timeout(self.opts.drain_timeout, self.places.acquire_many(all)).await
-        {
-            drop(places);
+        let give_up = Instant::now() + self.opts.drain_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                Some(answered) = answers.recv() => carried.push(answered.result),
+                places = self.places.acquire_many(all) => {
+                    drop(places);
+                    break;
+                }
+                _ = tokio::time::sleep_until(give_up) => break,
+            }
         }
+        // Each came from a place: never more than MaxWorkers.
+        let keep_from = carried.len().saturating_sub(all as usize);
+        carried.drain(..keep_from);
         let (tx, rx) = mpsc::channel(self.opts.max_workers as usize + 8);
         let hello = DispatcherMessage {
             kind: Some(dispatcher_message::Kind::Hello(Hello {
@@ -193,23 +222,36 @@ impl DispatcherNode {
         metrics::DISPATCHER_CREDITS.set(welcome.credits as i64);
         self.connected.store(true, Ordering::Relaxed);
         tracing::info!(session = %welcome.session_id, credits = welcome.credits, queue = %self.opts.queue, "connected to the queue");
+        if !carried.is_empty() {
+            tracing::info!(
+                answers = carried.len(),
+                "sending the answers of the lost stream's jobs"
+            );
+        }
+        for result in carried.drain(..) {
+            let msg = DispatcherMessage {
+                kind: Some(dispatcher_message::Kind::Result(result)),
+            };
+            if tx.send(msg).await.is_err() {
+                return Ok(SessionEnd::Lost("queue stream closed".into()));
+            }
+        }
 
-        // Unbounded in type only: every answer in it holds its job's place.
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Answered>();
-        let mut in_hand = 0usize;
+        // The jobs this stream gave, by request id, until answered.
+        let mut in_hand: HashSet<String> = HashSet::new();
         let mut draining = false;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut drain_deadline = far;
         let end = loop {
             tokio::select! {
                 biased;
-                Some(answered) = done_rx.recv() => {
-                    in_hand = in_hand.saturating_sub(1);
+                Some(answered) = answers.recv() => {
+                    in_hand.remove(&answered.result.request_id);
                     let msg = DispatcherMessage { kind: Some(dispatcher_message::Kind::Result(answered.result)) };
                     if tx.send(msg).await.is_err() {
                         break SessionEnd::Lost("queue stream closed".into());
                     }
-                    if draining && in_hand == 0 {
+                    if draining && in_hand.is_empty() {
                         break SessionEnd::Drained;
                     }
                 }
@@ -226,8 +268,8 @@ impl DispatcherNode {
                                 self.opts.max_workers
                             ));
                         };
-                        in_hand += 1;
-                        self.start(job, Reply::new(done_tx.clone(), place));
+                        in_hand.insert(job.request_id.clone());
+                        self.start(job, Reply::new(self.answers_tx.clone(), place));
                     }
                     Some(Ok(_)) => {}
                     Some(Err(s)) => break SessionEnd::Lost(format!("stream error: {}", s.message())),
@@ -235,18 +277,18 @@ impl DispatcherNode {
                 },
                 _ = shutdown.cancelled(), if !draining => {
                     draining = true;
-                    tracing::info!(in_hand, "shutting down: draining");
+                    tracing::info!(in_hand = in_hand.len(), "shutting down: draining");
                     let drain = DispatcherMessage { kind: Some(dispatcher_message::Kind::Drain(Drain {})) };
                     if tx.send(drain).await.is_err() {
                         break SessionEnd::Lost("queue stream closed".into());
                     }
-                    if in_hand == 0 {
+                    if in_hand.is_empty() {
                         break SessionEnd::Drained;
                     }
                     drain_deadline = Instant::now() + self.opts.drain_timeout;
                 }
                 _ = tokio::time::sleep_until(drain_deadline), if draining => {
-                    tracing::warn!(in_hand, "drain timeout: leaving jobs in hand to be redelivered");
+                    tracing::warn!(in_hand = in_hand.len(), "drain timeout: leaving jobs in hand to be redelivered");
                     break SessionEnd::Drained;
                 }
             }

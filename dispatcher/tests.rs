@@ -247,8 +247,10 @@ async fn a_queue_that_sends_beyond_the_credits_loses_the_stream() {
     }
     assert!(!results.contains(&"second".to_string()), "{results:?}");
     drop(s);
-    // ... and opens a new one, where the credits hold again.
+    // ... and opens a new one, where the credits hold again; the answer of
+    // the job it was running comes first, sent again.
     let mut again = accept(&mut streams, 1).await;
+    assert_eq!(again.result().await.request_id, "first");
     again.job("third", "/api/echo", "{}", 0).await;
     assert_eq!(again.result().await.request_id, "third");
     stop.cancel();
@@ -257,7 +259,7 @@ async fn a_queue_that_sends_beyond_the_credits_loses_the_stream() {
 }
 
 #[tokio::test]
-async fn a_new_stream_waits_for_the_jobs_of_a_lost_one_so_they_never_exceed_max_workers() {
+async fn a_new_stream_waits_for_the_jobs_of_a_lost_one_and_sends_their_answers_first() {
     let (mut streams, stop, run) = start(1);
     let s = accept(&mut streams, 1).await;
     let sent = tokio::time::Instant::now();
@@ -273,6 +275,9 @@ async fn a_new_stream_waits_for_the_jobs_of_a_lost_one_so_they_never_exceed_max_
         "a new stream after {:?}, while the lost stream's job still ran",
         sent.elapsed()
     );
+    // Its answer was kept and comes first on the new stream: the queue
+    // stores it, and the job does not run again.
+    assert_eq!(again.result().await.request_id, "slow");
     again.job("next", "/api/echo", "{}", 0).await;
     assert_eq!(again.result().await.request_id, "next");
     stop.cancel();

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::auth::Authenticator;
 use super::budget::{InFlightBytes, LargeRequests};
 use super::envelope::Envelope;
+use super::idempotency::{IdempotencyKey, KeyedJob};
 use super::rate::{Identity, RateLimits, RetryAfter};
 use super::replay::{remember_for, signature_key, ReplayPolicy};
 use super::request::BodyLimits;
@@ -130,16 +131,18 @@ impl Gateway {
         }
     }
 
-    /// Handles a REST body for `api_path`. Returns the appId (empty if it could
-    /// not be read) and the model output or the failure.
+    /// Handles a REST body for `api_path`, with the client's idempotency
+    /// key if it sent one. Returns the appId (empty if it could not be read)
+    /// and the model output or the failure.
     pub async fn handle_body(
         &self,
         request_id: &str,
         api_path: &str,
         body: &[u8],
+        key: Option<&IdempotencyKey>,
     ) -> (String, Result<Params, Failure>) {
         match Envelope::from_body(body) {
-            Ok(env) => self.handle_envelope(request_id, api_path, env).await,
+            Ok(env) => self.handle_envelope(request_id, api_path, env, key).await,
             Err((kind, detail)) => (String::new(), Err(self.fail(kind, &detail))),
         }
     }
@@ -150,13 +153,14 @@ impl Gateway {
         request_id: &str,
         api_path: &str,
         fields: Map<String, Value>,
+        key: Option<&IdempotencyKey>,
     ) -> (String, Result<Params, Failure>) {
         let app_id = match fields.get("appId") {
             Some(Value::String(s)) => s.clone(),
             _ => String::new(),
         };
         match Envelope::from_fields(fields) {
-            Ok(env) => self.handle_envelope(request_id, api_path, env).await,
+            Ok(env) => self.handle_envelope(request_id, api_path, env, key).await,
             Err((kind, detail)) => (app_id, Err(self.fail(kind, &detail))),
         }
     }
@@ -166,6 +170,7 @@ impl Gateway {
         request_id: &str,
         api_path: &str,
         mut env: Envelope,
+        key: Option<&IdempotencyKey>,
     ) -> (String, Result<Params, Failure>) {
         let app_id = env.app_id.clone();
         let now = unix_ms_now() / 1000;
@@ -179,26 +184,36 @@ impl Gateway {
                 Err(self.fail(ErrorKind::RateLimited, &retry.to_string())),
             );
         }
-        if let Err(f) = self.refuse_replay(&env, now).await {
-            return (app_id, Err(f));
+        let replayed = match self.is_replay(&env, now).await {
+            Ok(replayed) => replayed,
+            Err(f) => return (app_id, Err(f)),
+        };
+        // A replay may only join the job its idempotency key names (the
+        // first request's, when it came through): it never starts one.
+        let keyed = key.map(|k| KeyedJob {
+            job_id: k.job_id(&env.app_id, api_path),
+            join_only: replayed,
+        });
+        if replayed && keyed.is_none() {
+            tracing::warn!(app_id = %clip(&env.app_id), "replayed signature refused");
+            return (app_id, Err(self.fail(ErrorKind::SignReplay, "")));
         }
         let data = env.take_data();
-        (app_id, self.run_model(request_id, api_path, data).await)
+        (
+            app_id,
+            self.run_model(request_id, api_path, data, keyed).await,
+        )
     }
 
     /// Remembers the envelope's signature across the deployment when the
-    /// policy checks its sign type; a signature seen before is refused.
-    async fn refuse_replay(&self, env: &Envelope, now: i64) -> Result<(), Failure> {
+    /// policy checks its sign type; true when it was seen before (a replay).
+    async fn is_replay(&self, env: &Envelope, now: i64) -> Result<bool, Failure> {
         if !self.replays.applies(&env.sign_type, &env.app_id) {
-            return Ok(());
+            return Ok(false);
         }
         let ttl = remember_for(env.timestamp, now, self.window_secs);
         match self.link.mark_seen(signature_key(env), ttl).await {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                tracing::warn!(app_id = %clip(&env.app_id), "replayed signature refused");
-                Err(self.fail(ErrorKind::SignReplay, ""))
-            }
+            Ok(first) => Ok(!first),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check the signature against replays");
                 Err(self.fail(ErrorKind::SendMsgFail, &e.to_string()))
@@ -207,12 +222,14 @@ impl Gateway {
     }
 
     /// The model's check, then the queue (for a request already
-    /// authenticated, e.g. by the OpenAI-style API's bearer token).
+    /// authenticated, e.g. by the OpenAI-style API's bearer token). The job
+    /// is `request_id`, or the one the client's idempotency key names.
     pub async fn run_model(
         &self,
         request_id: &str,
         api_path: &str,
         data: Params,
+        keyed: Option<KeyedJob>,
     ) -> Result<Params, Failure> {
         let Some(model) = self.models.get(api_path) else {
             return Err(self.fail(ErrorKind::UnknownApiPath, api_path));
@@ -228,8 +245,15 @@ impl Gateway {
         let params_json = serde_json::to_vec(&params)
             .map_err(|e| self.fail(ErrorKind::ApiEntryFail, &e.to_string()))?;
         let queue = self.pick_queue();
+        let (job_id, join_only) = match keyed {
+            Some(k) => {
+                tracing::info!(job_id = %k.job_id, join_only = k.join_only, "idempotency key");
+                (k.job_id, k.join_only)
+            }
+            None => (request_id.to_string(), false),
+        };
         let job = Job {
-            request_id: request_id.to_string(),
+            request_id: job_id,
             queue,
             api_path: api_path.to_string(),
             params_json,
@@ -238,6 +262,7 @@ impl Gateway {
             priority: 0,
             reply_to: String::new(),
             from_payload: false,
+            join_only,
         };
         let result = self.link.call(job).await.map_err(|e| {
             let kind = match &e {
@@ -246,6 +271,9 @@ impl Gateway {
                 }
                 CallError::ResultLost(_) => ErrorKind::RecvMsgFail,
                 CallError::DeadlineExceeded => ErrorKind::QueueTimeout,
+                CallError::Conflict(_) => ErrorKind::IdempotencyConflict,
+                // Only a replay joins only; it found no job to join.
+                CallError::NothingToJoin(_) => ErrorKind::SignReplay,
             };
             tracing::warn!(error = %e, "queue call failed");
             self.fail(kind, &e.to_string())

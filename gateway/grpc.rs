@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::core::{Failure, Gateway};
 use super::http::{HttpLimits, EAS_REQUEST_TIMEOUT};
+use super::idempotency::{IdempotencyKey, IDEMPOTENCY_HEADER};
 use super::new_request_id;
 use crate::codes::ErrorKind;
 use crate::metrics;
@@ -44,9 +45,21 @@ impl Predict for PredictGrpc {
         metrics::GATEWAY_REQUESTS.inc();
         let request_id = new_request_id();
         let span = tracing::info_span!("grpc_predict", request_id = %request_id);
+        let key = request
+            .metadata()
+            .get(IDEMPOTENCY_HEADER)
+            .map(|v| IdempotencyKey::parse(v.as_bytes()))
+            .transpose();
         let r = request.into_inner();
         let gw = &self.gateway;
         async move {
+            let key = match key {
+                Ok(key) => key,
+                Err(why) => {
+                    metrics::GATEWAY_ERRORS.inc();
+                    return Err(status_of(&gw.fail(ErrorKind::SignFail1, &why), &request_id));
+                }
+            };
             let data = match r.params {
                 Some(RequestParams::DataJson(text)) => match serde_json::from_str::<Value>(&text) {
                     Ok(Value::Object(m)) => m,
@@ -73,7 +86,9 @@ impl Predict for PredictGrpc {
             if !r.enc_type.is_empty() {
                 fields.insert("encType".into(), Value::String(r.enc_type));
             }
-            let (_app, outcome) = gw.handle_fields(&request_id, &r.api_path, fields).await;
+            let (_app, outcome) = gw
+                .handle_fields(&request_id, &r.api_path, fields, key.as_ref())
+                .await;
             match outcome {
                 Ok(output) => {
                     let result_json = serde_json::to_string(&output).unwrap_or_default();
@@ -107,6 +122,7 @@ fn status_of(f: &Failure, request_id: &str) -> Status {
             | ErrorKind::SignReplay,
         ) => Code::Unauthenticated,
         Some(ErrorKind::RateLimited | ErrorKind::ServerBusy) => Code::ResourceExhausted,
+        Some(ErrorKind::IdempotencyConflict) => Code::AlreadyExists,
         Some(
             ErrorKind::SignFail1
             | ErrorKind::SignFail6

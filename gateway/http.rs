@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use super::core::{Failure, Gateway};
 use super::eas::{self, EasApi};
 use super::envelope::{failure_body, success_body};
+use super::idempotency::{IdempotencyKey, IDEMPOTENCY_HEADER};
 use super::openai::{self, OpenAiApi};
 use super::request::{assign_request_id, bearer, read_limited, request_span, BodyError, RequestId};
 use crate::codes::ErrorKind;
@@ -160,10 +161,19 @@ async fn model_route(
     State(state): State<AppState>,
     Extension(id): Extension<RequestId>,
     uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     metrics::GATEWAY_REQUESTS.inc();
     let gw = &state.gateway;
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(why) => {
+            metrics::GATEWAY_ERRORS.inc();
+            let f = gw.fail(ErrorKind::SignFail1, &why);
+            return envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg));
+        }
+    };
     let (bytes, _held) = match read_limited(body, state.max_body, gw.body_limits()).await {
         Ok(b) => b,
         Err(e) => {
@@ -172,7 +182,9 @@ async fn model_route(
             return envelope_response(status, failure_body("", &id.0, f.code, &f.msg));
         }
     };
-    let (app_id, outcome) = gw.handle_body(&id.0, uri.path(), &bytes).await;
+    let (app_id, outcome) = gw
+        .handle_body(&id.0, uri.path(), &bytes, key.as_ref())
+        .await;
     match outcome {
         Ok(output) => envelope_response(StatusCode::OK, success_body(&app_id, &id.0, output)),
         Err(Failure { code, msg, .. }) => {
@@ -181,6 +193,14 @@ async fn model_route(
             envelope_response(StatusCode::OK, failure_body(&app_id, &id.0, code, &msg))
         }
     }
+}
+
+/// The client's `Idempotency-Key`, if it sent one; why not, when malformed.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, String> {
+    headers
+        .get(IDEMPOTENCY_HEADER)
+        .map(|v| IdempotencyKey::parse(v.as_bytes()))
+        .transpose()
 }
 
 /// The answer to a body that could not be read.

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use thiserror::Error;
 use tonic::Status;
 
+use crate::backoff::Backoff;
 use crate::proto::client::{ConnectError, QueueClient, QueueConnector};
 use crate::proto::{
     unix_ms_now, AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply,
@@ -32,12 +33,17 @@ pub enum EndpointError {
 
 /// gRPC client of one or more queue services. Calls go round-robin; when one
 /// fails without a definite answer (unreachable, or the connection broke while
-/// waiting) the call is tried on the next instance, which stores the job again
-/// under the same request id: at-least-once, and still one answer to the
-/// client. An instance that failed is skipped for a second.
+/// waiting: its instance died) the call is sent to the next instance under
+/// the same request id. Storing is idempotent by request id, so the resend
+/// joins the job already stored (or gets its kept result) and never runs it
+/// a second time. When no instance answers, the call waits with backoff and
+/// tries again until its deadline; only then is it refused (9702). An
+/// instance that failed is tried last for a second.
 pub struct RemoteQueueLink {
     instances: Vec<QueueInstance>,
     next: AtomicUsize,
+    /// How long a `mark_seen` waits for an unreachable queue service.
+    patience: Duration,
 }
 
 struct QueueInstance {
@@ -47,6 +53,11 @@ struct QueueInstance {
 }
 
 const SKIP_FAILED_MS: i64 = 1000;
+
+/// Waits between rounds over the instances when none answered.
+fn retry_pacing() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
+}
 
 impl RemoteQueueLink {
     /// Connects lazily: the gateway starts even while the queue service is down
@@ -70,7 +81,16 @@ impl RemoteQueueLink {
         Ok(RemoteQueueLink {
             instances,
             next: AtomicUsize::new(0),
+            patience: Duration::ZERO,
         })
+    }
+
+    /// Lets a `mark_seen` wait up to `patience` for the queue service to be
+    /// reachable (the gateway's `MessageTimeout`); calls wait until their
+    /// own deadline.
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
     }
 
     /// The instances' clients in the order to try them for one call.
@@ -98,6 +118,67 @@ impl RemoteQueueLink {
 #[async_trait]
 impl QueueLink for RemoteQueueLink {
     async fn call(&self, job: Job) -> Result<JobResult, CallError> {
+        let mut backoff = retry_pacing();
+        loop {
+            let last = match self.call_round(&job).await {
+                Err(e) if e.is_retryable() => e,
+                answered => return answered,
+            };
+            let delay = backoff.next_delay();
+            let wait_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            if job.deadline_unix_ms <= 0
+                || unix_ms_now().saturating_add(wait_ms) >= job.deadline_unix_ms
+            {
+                return Err(last);
+            }
+            tracing::debug!(error = %last, retry_in_ms = wait_ms, "no queue instance answered; waiting");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn mark_seen(&self, key: [u8; 32], ttl: Duration) -> Result<bool, CallError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let give_up = tokio::time::Instant::now() + self.patience;
+        let mut backoff = retry_pacing();
+        loop {
+            let r = self
+                .on_any(|mut c| async move {
+                    c.mark_seen(MarkSeenRequest {
+                        key: key.to_vec(),
+                        ttl_ms,
+                    })
+                    .await
+                })
+                .await;
+            match r {
+                Ok(reply) => return Ok(reply.first),
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    let delay = backoff.next_delay();
+                    if tokio::time::Instant::now() + delay >= give_up {
+                        return Err(s.into());
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), CallError> {
+        self.on_any(|mut c| async move {
+            let mut r = tonic::Request::new(PingRequest {});
+            r.set_timeout(Duration::from_secs(1));
+            c.ping(r).await
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+impl RemoteQueueLink {
+    /// One round of `call` over the instances, in order, until one answers
+    /// definitely; the last failure when none did.
+    async fn call_round(&self, job: &Job) -> Result<JobResult, CallError> {
         let mut last = CallError::Unavailable("no queue endpoints".into());
         for i in self.order() {
             let instance = &self.instances[i];
@@ -119,46 +200,18 @@ impl QueueLink for RemoteQueueLink {
                 }
                 Err(status) => CallError::from(status),
             };
-            match err {
-                CallError::Unavailable(_) | CallError::ResultLost(_) => {
-                    instance
-                        .down_until_ms
-                        .store(unix_ms_now() + SKIP_FAILED_MS, Ordering::Relaxed);
-                    tracing::warn!(queue_service = %instance.url, error = %err, "queue call failed; trying the next instance");
-                    last = err;
-                }
-                definite => return Err(definite),
+            if !err.is_retryable() {
+                return Err(err);
             }
+            instance
+                .down_until_ms
+                .store(unix_ms_now() + SKIP_FAILED_MS, Ordering::Relaxed);
+            tracing::warn!(queue_service = %instance.url, error = %err, "queue call failed; sending it to the next instance");
+            last = err;
         }
         Err(last)
     }
 
-    async fn mark_seen(&self, key: [u8; 32], ttl: Duration) -> Result<bool, CallError> {
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let reply = self
-            .on_any(|mut c| async move {
-                c.mark_seen(MarkSeenRequest {
-                    key: key.to_vec(),
-                    ttl_ms,
-                })
-                .await
-            })
-            .await?;
-        Ok(reply.first)
-    }
-
-    async fn ping(&self) -> Result<(), CallError> {
-        self.on_any(|mut c| async move {
-            let mut r = tonic::Request::new(PingRequest {});
-            r.set_timeout(Duration::from_secs(1));
-            c.ping(r).await
-        })
-        .await?;
-        Ok(())
-    }
-}
-
-impl RemoteQueueLink {
     /// Runs `op` on the queue instances in turn until one answers with
     /// something other than UNAVAILABLE (the request did not reach it).
     async fn on_any<T, F, Fut>(&self, op: F) -> Result<T, Status>

@@ -34,6 +34,7 @@ pub mod eas;
 pub mod envelope;
 pub mod grpc;
 pub mod http;
+pub mod idempotency;
 pub mod link;
 pub mod openai;
 pub mod rate;

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::core::{Failure, Gateway};
+use super::idempotency::KeyedJob;
 use super::rate::Identity;
 use super::request::{bearer, read_limited, RequestId};
 use crate::codes::ErrorKind;
@@ -93,6 +94,7 @@ fn failure_response(f: Failure) -> Response {
         Some(ErrorKind::BodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
         Some(ErrorKind::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
         Some(ErrorKind::ServerBusy) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(ErrorKind::IdempotencyConflict) => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let kind = if status == StatusCode::BAD_REQUEST {
@@ -131,6 +133,10 @@ async fn embeddings(
             return r;
         }
     }
+    let key = match super::http::idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(why) => return bad_request(why),
+    };
     let (bytes, _held) = match read_limited(body, state.max_body, state.gateway.body_limits()).await
     {
         Ok(b) => b,
@@ -185,7 +191,16 @@ async fn embeddings(
     }
     let mut params = Params::new();
     params.insert("texts".into(), Value::Array(texts));
-    let mut out = match state.gateway.run_model(&id.0, api_path, params).await {
+    // The key's owner is the API key (hashed into the job id, never shown).
+    let keyed = key.map(|k| KeyedJob {
+        job_id: k.job_id(bearer(&headers).unwrap_or_default(), api_path),
+        join_only: false,
+    });
+    let mut out = match state
+        .gateway
+        .run_model(&id.0, api_path, params, keyed)
+        .await
+    {
         Ok(out) => out,
         Err(f) => return failure_response(f),
     };

@@ -35,6 +35,21 @@ pub enum CallError {
     /// The request itself is malformed.
     #[error("invalid call: {0}")]
     Invalid(String),
+    /// The request id is stored with other parameters (9813).
+    #[error("{0}")]
+    Conflict(String),
+    /// A join-only call found no job or result under its request id.
+    #[error("{0}")]
+    NothingToJoin(String),
+}
+
+impl CallError {
+    /// Whether the job may not have been stored, or its answer may still
+    /// come from another queue instance: the call is worth resending (under
+    /// the same request id; storing is idempotent).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CallError::Unavailable(_) | CallError::ResultLost(_))
+    }
 }
 
 impl From<CallError> for Status {
@@ -45,6 +60,8 @@ impl From<CallError> for Status {
             CallError::ResultLost(_) => Status::internal(e.to_string()),
             CallError::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
             CallError::Invalid(m) => Status::invalid_argument(m.clone()),
+            CallError::Conflict(m) => Status::already_exists(m.clone()),
+            CallError::NothingToJoin(m) => Status::not_found(m.clone()),
         }
     }
 }
@@ -56,6 +73,8 @@ impl From<Status> for CallError {
             Code::ResourceExhausted => CallError::QueueFull(s.message().to_string()),
             Code::DeadlineExceeded => CallError::DeadlineExceeded,
             Code::InvalidArgument => CallError::Invalid(s.message().to_string()),
+            Code::AlreadyExists => CallError::Conflict(s.message().to_string()),
+            Code::NotFound => CallError::NothingToJoin(s.message().to_string()),
             // Not connected: nothing was sent.
             Code::Unavailable => CallError::Unavailable(s.message().to_string()),
             // The queue would not take it from us (internal token): nothing

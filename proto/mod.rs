@@ -60,4 +60,18 @@ impl Job {
     pub fn is_expired(&self, now_ms: i64) -> bool {
         self.deadline_unix_ms > 0 && now_ms >= self.deadline_unix_ms
     }
+
+    /// What makes two stores of one request id the same request: the model
+    /// and its parameters (SHA-256, first 16 bytes, hex). A second store with
+    /// another fingerprint is a conflict, not a resend.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [self.api_path.as_bytes(), &self.params_json] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update([u8::from(self.from_payload)]);
+        hex::encode(&h.finalize()[..16])
+    }
 }

@@ -105,6 +105,8 @@ pub fn queue_service(
             empty_result_code: codes.code(ErrorKind::InferFail),
             ..SessionOptions::default()
         },
+        wait_for_store: settings.server.wait_for_store,
+        max_calls_waiting_for_store: settings.server.max_calls_waiting_for_store,
         ..ServiceOptions::default()
     };
     if settings.async_services.is_empty() {

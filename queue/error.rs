@@ -14,4 +14,11 @@ pub enum StoreError {
     QueueFull { queue: String, limit: usize },
     #[error("queue store unavailable: {0}")]
     Unavailable(String),
+    /// The request id is stored with other parameters (an idempotency key
+    /// used again for another request).
+    #[error("request id {request_id} is already stored with other parameters")]
+    IdConflict { request_id: String },
+    /// A join-only store found nothing under the request id.
+    #[error("nothing stored under request id {request_id} to join")]
+    NothingToJoin { request_id: String },
 }

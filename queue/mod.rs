@@ -33,7 +33,7 @@ pub mod source;
 pub use credit::CreditWindow;
 pub use error::StoreError;
 pub use jobs::{
-    DeadLetter, JobStore, JobStoreOptions, MemoryJobStore, RedisJobStore, ResultWaiters,
+    DeadLetter, Enqueued, JobStore, JobStoreOptions, MemoryJobStore, RedisJobStore, ResultWaiters,
 };
 pub use redis::RedisOptions;
 pub use service::{QueueService, ServiceOptions};

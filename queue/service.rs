@@ -8,17 +8,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::eas::EasQueues;
 use super::error::StoreError;
-use super::jobs::{JobQueueSource, JobStore, ResultWaiters};
+use super::jobs::{Enqueued, JobQueueSource, JobStore, ResultWaiters};
 use super::registry::SessionRegistry;
 use super::seen::{SeenKeys, KEY_LEN};
 use super::session::{self, SessionOptions};
 use super::source::{JobSource, SourceError};
+use crate::backoff::Backoff;
 use crate::metrics;
 use crate::proto::eas::INPUT_QUEUE_PREFIX;
 use crate::proto::{
@@ -30,6 +34,8 @@ impl From<StoreError> for CallError {
         match e {
             StoreError::QueueFull { .. } => CallError::QueueFull(e.to_string()),
             StoreError::Unavailable(m) => CallError::Unavailable(m),
+            StoreError::IdConflict { .. } => CallError::Conflict(e.to_string()),
+            StoreError::NothingToJoin { .. } => CallError::NothingToJoin(e.to_string()),
         }
     }
 }
@@ -43,6 +49,10 @@ pub struct ServiceOptions {
     pub session: SessionOptions,
     /// A call with no deadline waits at most this long.
     pub max_call_wait: Duration,
+    /// Whether a call waits for an unreachable store until its deadline.
+    pub wait_for_store: bool,
+    /// Most calls waiting for the store at once.
+    pub max_calls_waiting_for_store: usize,
 }
 
 impl Default for ServiceOptions {
@@ -51,6 +61,8 @@ impl Default for ServiceOptions {
             instance_id: "local".into(),
             session: SessionOptions::default(),
             max_call_wait: Duration::from_secs(3600),
+            wait_for_store: true,
+            max_calls_waiting_for_store: 10_000,
         }
     }
 }
@@ -63,6 +75,8 @@ pub struct QueueService {
     waiters: Arc<ResultWaiters>,
     opts: ServiceOptions,
     sessions: Arc<SessionRegistry>,
+    /// Places for calls waiting for the store (`max_calls_waiting_for_store`).
+    store_waits: Semaphore,
 }
 
 impl QueueService {
@@ -80,6 +94,7 @@ impl QueueService {
             seen,
             eas,
             waiters,
+            store_waits: Semaphore::new(opts.max_calls_waiting_for_store),
             opts,
             sessions: Arc::default(),
         })
@@ -124,18 +139,56 @@ impl QueueService {
         } else {
             self.opts.max_call_wait
         };
+        let deadline = Instant::now() + wait;
         job.reply_to = self.opts.instance_id.clone();
         job.deliveries = 0;
         // Register before enqueueing so that a fast result is not missed.
         let mut waiter = self.waiters.register(&job.request_id);
-        self.jobs.enqueue(job).await?;
-        metrics::QUEUE_ENQUEUED.inc();
-        match tokio::time::timeout(wait, waiter.recv()).await {
+        match self.store(job, deadline).await? {
+            Enqueued::Done(result) => return Ok(result),
+            Enqueued::Stored => metrics::QUEUE_ENQUEUED.inc(),
+            Enqueued::Joined => metrics::QUEUE_JOINED.inc(),
+        }
+        match tokio::time::timeout_at(deadline, waiter.recv()).await {
             Ok(Some(result)) => Ok(result),
             Ok(None) => Err(CallError::ResultLost(
-                "a newer call with the same request id replaced this one".into(),
+                "the call's registration went away unanswered".into(),
             )),
             Err(_) => Err(CallError::DeadlineExceeded),
+        }
+    }
+
+    /// Stores `job`. While the store is unavailable, and the service is set
+    /// to wait for it, retries with backoff (50 ms doubling to 1 s) until the
+    /// next try would pass `deadline`; at most `max_calls_waiting_for_store`
+    /// calls wait at once, the others are refused at once.
+    async fn store(&self, job: Job, deadline: Instant) -> Result<Enqueued, CallError> {
+        let first = match self.jobs.enqueue(job.clone()).await {
+            Err(StoreError::Unavailable(why)) if self.opts.wait_for_store => why,
+            other => return Ok(other?),
+        };
+        let Ok(_place) = self.store_waits.try_acquire() else {
+            return Err(CallError::Unavailable(format!(
+                "{first} (and {} calls already wait for the store)",
+                self.opts.max_calls_waiting_for_store
+            )));
+        };
+        let _counted = WaitingForStore::count();
+        tracing::debug!(request_id = %job.request_id, error = %first, "store unavailable; waiting for it");
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        let mut why = first;
+        loop {
+            let delay = backoff.next_delay();
+            if Instant::now() + delay >= deadline {
+                return Err(CallError::Unavailable(format!(
+                    "{why} (waited until the call's deadline)"
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            match self.jobs.enqueue(job.clone()).await {
+                Err(StoreError::Unavailable(again)) => why = again,
+                other => return Ok(other?),
+            }
         }
     }
 
@@ -193,5 +246,21 @@ impl QueueService {
                 leased: d.leased,
             })
             .collect())
+    }
+}
+
+/// One call counted in `inferq_queue_calls_waiting_for_store` while it lives.
+struct WaitingForStore;
+
+impl WaitingForStore {
+    fn count() -> Self {
+        metrics::QUEUE_WAITING_FOR_STORE.add(1);
+        WaitingForStore
+    }
+}
+
+impl Drop for WaitingForStore {
+    fn drop(&mut self) {
+        metrics::QUEUE_WAITING_FOR_STORE.add(-1);
     }
 }

@@ -147,6 +147,9 @@ pub async fn run(
         // Results that have already arrived are stored together (one round
         // trip to Redis for all of them).
         let mut results = Vec::new();
+        // Answers to jobs of the dispatcher's lost stream, sent again on this
+        // one: at most one window's worth is taken.
+        let mut unleased_budget = window.size();
         let ended_by = loop {
             let mut next = inbound.next().await;
             let ended = loop {
@@ -178,7 +181,8 @@ pub async fn run(
                 }
             };
             if !results.is_empty() {
-                take_results(&source, &in_hand, &window, std::mem::take(&mut results)).await;
+                let results = std::mem::take(&mut results);
+                take_results(&source, &in_hand, &window, results, &mut unleased_budget).await;
             }
             if let Some(why) = ended {
                 break why;
@@ -235,13 +239,20 @@ fn check_hello(h: &Hello) -> Result<(), &'static str> {
 /// to `RESULT_RETRY_FOR`, holding the credits meanwhile, so the dispatcher
 /// gets no new job it could not answer either. Given up, the jobs are
 /// reclaimed and run again, still with one answer to each caller.
+///
+/// A result for a job this session does not hold is a dispatcher's answer
+/// to a job of a stream it lost (its queue instance died): it is stored if
+/// its request id is stored and unanswered (the job is then not run again),
+/// while `unleased_budget` lasts; it gives no credit back.
 async fn take_results(
     source: &Arc<dyn JobSource>,
     in_hand: &InHand,
     window: &Arc<CreditWindow>,
     results: Vec<JobResult>,
+    unleased_budget: &mut u32,
 ) {
     let mut done = Vec::with_capacity(results.len());
+    let mut unleased = Vec::new();
     {
         let mut held = in_hand.lock();
         for result in results {
@@ -256,9 +267,28 @@ async fn take_results(
                         done.push((lease, result));
                     }
                 }
+                None if *unleased_budget > 0 => {
+                    *unleased_budget -= 1;
+                    unleased.push(result);
+                }
                 None => {
                     tracing::warn!(request_id = %clip(&result.request_id), "result for a job this dispatcher does not hold; ignored")
                 }
+            }
+        }
+    }
+    for result in unleased {
+        let id = clip(&result.request_id).to_string();
+        match source.complete_unleased(result).await {
+            Ok(true) => {
+                metrics::QUEUE_COMPLETED.inc();
+                tracing::info!(request_id = %id, "stored an answer sent again after a lost stream");
+            }
+            Ok(false) => {
+                tracing::debug!(request_id = %id, "answer to a job not stored (answered already); ignored")
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "could not store an answer sent again; its job runs again")
             }
         }
     }
@@ -279,7 +309,7 @@ async fn take_results(
                 async move {
                     let give_up = tokio::time::Instant::now() + RESULT_RETRY_FOR;
                     let mut backoff =
-                        Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+                        Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
                     loop {
                         tokio::time::sleep(backoff.next_delay()).await;
                         match source.complete_batch(&done).await {
@@ -316,7 +346,9 @@ async fn lease_loop(
     out: Outbound,
     stop: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    // Capped at 500 ms: after a store outage, leasing resumes within half a
+    // second of the store's return.
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     loop {
         let n = tokio::select! {
             _ = stop.cancelled() => return,

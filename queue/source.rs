@@ -40,6 +40,13 @@ pub trait JobSource: Send + Sync + 'static {
     ) -> Result<Vec<Lease>, StoreError>;
     /// Stores results; all or nothing.
     async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), StoreError>;
+    /// Records a result that none of the caller's leases covers (a
+    /// dispatcher's answer to a job of a stream it lost); true when it was
+    /// stored. Sources that cannot do that store nothing: the job is run
+    /// again where it is redelivered.
+    async fn complete_unleased(&self, _result: JobResult) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Returns the consumer's jobs to the queue; how many.
     async fn release(&self, consumer: &str) -> Result<usize, StoreError>;
 }

@@ -47,10 +47,13 @@ pub enum ErrorKind {
     RateLimited,
     /// 9812 (inferq): the gateway holds its `API.MaxInFlightBytes` of bodies.
     ServerBusy,
+    /// 9813 (inferq): an `Idempotency-Key` used again, within the result
+    /// TTL, for a request with other parameters.
+    IdempotencyConflict,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::SignFail,
         ErrorKind::SignFail1,
         ErrorKind::SignFail2,
@@ -68,6 +71,7 @@ impl ErrorKind {
         ErrorKind::SignReplay,
         ErrorKind::RateLimited,
         ErrorKind::ServerBusy,
+        ErrorKind::IdempotencyConflict,
     ];
 
     /// The key of this kind in settings.yaml's `ErrCode` section.
@@ -90,6 +94,7 @@ impl ErrorKind {
             ErrorKind::SignReplay => "SignReplay",
             ErrorKind::RateLimited => "RateLimited",
             ErrorKind::ServerBusy => "ServerBusy",
+            ErrorKind::IdempotencyConflict => "IdempotencyConflict",
         }
     }
 
@@ -113,6 +118,9 @@ impl ErrorKind {
             ErrorKind::SignReplay => (9807, "signature already used (replay)"),
             ErrorKind::RateLimited => (9811, "too many requests"),
             ErrorKind::ServerBusy => (9812, "server busy"),
+            ErrorKind::IdempotencyConflict => {
+                (9813, "idempotency key already used with other parameters")
+            }
         };
         CodeEntry {
             code,

@@ -89,6 +89,18 @@ pub static QUEUE_RELEASED: Counter = Counter::new(
     "inferq_queue_released_total",
     "Jobs returned to their queue because their dispatcher went away.",
 );
+pub static QUEUE_JOINED: Counter = Counter::new(
+    "inferq_queue_joined_total",
+    "Calls whose request id was stored already: they waited for that job's result (a resend, a repeated idempotency key).",
+);
+pub static QUEUE_TAKEN_OVER: Counter = Counter::new(
+    "inferq_queue_taken_over_total",
+    "Jobs taken over from a queue instance that stopped renewing its holds.",
+);
+pub static QUEUE_WAITING_FOR_STORE: Gauge = Gauge::new(
+    "inferq_queue_calls_waiting_for_store",
+    "Calls waiting for the job store to answer again (Server.WaitForStore).",
+);
 pub static QUEUE_DEAD_LETTERED: Counter = Counter::new(
     "inferq_queue_dead_lettered_total",
     "Jobs given up after too many deliveries.",
@@ -110,7 +122,7 @@ pub static DISPATCHER_CREDITS: Gauge = Gauge::new(
     "The credit window (MaxWorkers) of this dispatcher.",
 );
 
-const COUNTERS: [&Counter; 8] = [
+const COUNTERS: [&Counter; 10] = [
     &GATEWAY_REQUESTS,
     &GATEWAY_ERRORS,
     &QUEUE_ENQUEUED,
@@ -118,10 +130,13 @@ const COUNTERS: [&Counter; 8] = [
     &QUEUE_EXPIRED,
     &QUEUE_RELEASED,
     &QUEUE_DEAD_LETTERED,
+    &QUEUE_JOINED,
+    &QUEUE_TAKEN_OVER,
     &DISPATCHER_JOBS_DONE,
 ];
-const GAUGES: [&Gauge; 3] = [
+const GAUGES: [&Gauge; 4] = [
     &QUEUE_DISPATCHERS,
+    &QUEUE_WAITING_FOR_STORE,
     &DISPATCHER_JOBS_IN_HAND,
     &DISPATCHER_CREDITS,
 ];

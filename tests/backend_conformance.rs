@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use inferq::proto::{job_result, Job, JobResult};
 use inferq::queue::{
-    JobStore, JobStoreOptions, MemoryJobStore, RedisJobStore, RedisOptions, ResultWaiters,
-    StoreError,
+    Enqueued, JobStore, JobStoreOptions, MemoryJobStore, RedisJobStore, RedisOptions,
+    ResultWaiters, StoreError,
 };
 use redis::Value;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ fn job(id: &str, queue: &str, priority: u32, reply_to: &str) -> Job {
         priority,
         reply_to: reply_to.into(),
         from_payload: false,
+        join_only: false,
     }
 }
 
@@ -298,7 +299,101 @@ async fn results_by_id_and_queues_apart(make: &Make) {
     assert_eq!((all[1].ready, all[1].leased), (1, 0));
 }
 
+/// Storing is idempotent by request id: a second store of a stored id
+/// stores nothing and joins it (its callers all get the one result); one
+/// with other parameters is a conflict; once answered, a store of the id
+/// gets the kept result; join-only finds nothing for an unknown id.
+async fn enqueue_is_idempotent_by_request_id(make: &Make) {
+    let s = make(opts("i1", 10, 3)).await;
+    let b = &s.backend;
+    let mut first = s.waiters.register("a");
+    assert_eq!(
+        b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap(),
+        Enqueued::Stored
+    );
+    let mut second = s.waiters.register("a");
+    assert_eq!(
+        b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap(),
+        Enqueued::Joined,
+        "a resend joins"
+    );
+    let mut other = job("a", "q", 0, &s.instance);
+    other.params_json = b"{\"other\":1}".to_vec();
+    assert!(matches!(
+        b.enqueue(other.clone()).await,
+        Err(StoreError::IdConflict { .. })
+    ));
+    let d = b.depth(Some("q")).await.unwrap();
+    assert_eq!(d[0].ready + d[0].leased, 1, "stored once");
+    let l = b.lease("q", "c1", 5, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&l), ["a"]);
+    b.complete(&l[0], JobResult::output("a", b"{\"y\":1}".to_vec()))
+        .await
+        .unwrap();
+    for w in [&mut first, &mut second] {
+        let r = tokio::time::timeout(Duration::from_secs(5), w.recv())
+            .await
+            .expect("both callers answered")
+            .unwrap();
+        assert_eq!(r.request_id, "a");
+    }
+    match b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap() {
+        Enqueued::Done(r) => assert_eq!(
+            r.outcome,
+            Some(job_result::Outcome::OutputJson(b"{\"y\":1}".to_vec()))
+        ),
+        other => panic!("a repeat after the answer gets it: {other:?}"),
+    }
+    assert!(
+        b.lease("q", "c1", 5, NO_WAIT).await.unwrap().is_empty(),
+        "and runs nothing"
+    );
+    assert!(matches!(
+        b.enqueue(other).await,
+        Err(StoreError::IdConflict { .. })
+    ));
+    let mut join = job("nobody", "q", 0, &s.instance);
+    join.join_only = true;
+    assert!(matches!(
+        b.enqueue(join).await,
+        Err(StoreError::NothingToJoin { .. })
+    ));
+}
+
+/// A dispatcher's answer to a job that no lease of its covers (sent again
+/// after its stream was lost) completes the stored job: the caller gets it,
+/// and the job, once handed back, is not run again. An answer for an id that
+/// is not stored stores nothing.
+async fn an_unleased_answer_completes_the_stored_job(make: &Make) {
+    let s = make(opts("i1", 10, 3)).await;
+    let b = &s.backend;
+    let mut waiter = s.waiters.register("a");
+    b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(job("b", "q", 0, &s.instance)).await.unwrap();
+    let l = b.lease("q", "lost", 1, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&l), ["a"]);
+    assert!(b
+        .complete_unleased("q", JobResult::output("a", b"{}".to_vec()))
+        .await
+        .unwrap());
+    let r = tokio::time::timeout(Duration::from_secs(5), waiter.recv())
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(r.request_id, "a");
+    b.release("q", "lost").await.unwrap();
+    let l = b.lease("q", "c2", 5, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&l), ["b"], "the answered job is not handed out again");
+    assert!(!b
+        .complete_unleased("q", JobResult::output("never", b"{}".to_vec()))
+        .await
+        .unwrap());
+    assert!(b.result("never").await.unwrap().is_none());
+}
+
 async fn suite(make: Make) {
+    enqueue_is_idempotent_by_request_id(&make).await;
+    an_unleased_answer_completes_the_stored_job(&make).await;
     enqueue_lease_complete(&make).await;
     fifo_with_priority(&make).await;
     bounded(&make).await;
@@ -385,6 +480,9 @@ async fn redis_instances_share_queues_and_reclaim() {
     }
     assert_eq!(ids(&got), ["y"], "reclaimed from the gone instance");
     assert_eq!(got[0].job.deliveries, 2);
+    b.complete(&got[0], JobResult::output("y", b"{}".to_vec()))
+        .await
+        .unwrap();
 
     // A held job is renewed and not reclaimed while its holder lives.
     b.enqueue(job("z", "q", 0, "B")).await.unwrap();
@@ -461,4 +559,65 @@ async fn redis_entries_that_are_not_jobs_are_dead_lettered_alone() {
     );
     assert_eq!(store.requeue_dead("q", &[]).await.unwrap(), 0);
     stop.cancel();
+}
+
+/// A queue instance dies holding many jobs: the next lease of another
+/// instance after the idle time takes them all over at once (not a few per
+/// reclaim), and they go to free credits ahead of jobs stored later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_takes_over_a_dead_instances_holds_in_full_ahead_of_new_jobs() {
+    let dir = common::TestDir::new();
+    let server = common::RedisServer::start(dir.path());
+    let stop_a = CancellationToken::new();
+    let stop_b = CancellationToken::new();
+    let a = RedisJobStore::start(
+        redis_options(&server.addr(), "full:"),
+        opts("A", 1000, 3),
+        ResultWaiters::new(),
+        stop_a.clone(),
+    )
+    .unwrap();
+    let b = RedisJobStore::start(
+        redis_options(&server.addr(), "full:"),
+        opts("B", 1000, 3),
+        ResultWaiters::new(),
+        stop_b.clone(),
+    )
+    .unwrap();
+    assert!(a.wait_until_reachable(&stop_a).await);
+    for n in 0..40 {
+        a.enqueue(job(&format!("held{n:02}"), "q", 0, "A"))
+            .await
+            .unwrap();
+    }
+    // Eight sessions of A hold five jobs each; then A dies.
+    for s in 0..8 {
+        let l = a.lease("q", &format!("a{s}"), 5, NO_WAIT).await.unwrap();
+        assert_eq!(l.len(), 5);
+    }
+    stop_a.cancel();
+    drop(a);
+    for n in 0..10 {
+        b.enqueue(job(&format!("new{n:02}"), "q", 0, "B"))
+            .await
+            .unwrap();
+    }
+    // Past the idle time (400 ms), B's first lease takes over every hold.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let first = b.lease("q", "b0", 1, NO_WAIT).await.unwrap();
+    assert_eq!(ids(&first).len(), 1);
+    assert!(
+        first[0].job.request_id.starts_with("held"),
+        "{:?}",
+        ids(&first)
+    );
+    let rest = b.lease("q", "b1", 100, NO_WAIT).await.unwrap();
+    let got = ids(&rest);
+    assert_eq!(got.len(), 49, "all at once: {got:?}");
+    assert!(
+        got[..39].iter().all(|id| id.starts_with("held")),
+        "the dead instance's jobs first: {got:?}"
+    );
+    assert!(rest[..39].iter().all(|l| l.job.deliveries == 2));
+    stop_b.cancel();
 }

@@ -54,6 +54,7 @@ impl EasInput {
             priority: item.priority,
             reply_to: String::new(),
             from_payload: true,
+            join_only: false,
         }
     }
 

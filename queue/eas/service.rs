@@ -62,6 +62,11 @@ impl From<StoreError> for EasError {
                 limit: limit as u64,
             },
             StoreError::Unavailable(m) => EasError::Unavailable(m),
+            // Not returned by the PAI-EAS stores (items are not keyed by
+            // caller-chosen ids); mapped for completeness.
+            e @ (StoreError::IdConflict { .. } | StoreError::NothingToJoin { .. }) => {
+                EasError::Invalid(e.to_string())
+            }
         }
     }
 }

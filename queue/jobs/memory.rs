@@ -4,6 +4,11 @@
 //! map of leased jobs by request id. Leasing waits on a [`Notify`] that every
 //! enqueue and release signals; nothing polls. Nothing survives the process:
 //! for durability use the Redis backend.
+//!
+//! Request ids stored (ready or leased, in any queue) are kept with their
+//! fingerprints, so storing is idempotent by request id (see
+//! [`JobStore::enqueue`]); kept results carry theirs too. The first result of
+//! a request id is the one kept and delivered.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::store::{DeadLetter, JobStore, JobStoreOptions};
+use super::store::{DeadLetter, Enqueued, JobStore, JobStoreOptions};
 use super::waiters::ResultWaiters;
 use crate::metrics;
 use crate::proto::{unix_ms_now, Job, JobResult};
@@ -73,9 +78,15 @@ struct MemQueue {
 /// (`result_ttl`), count (`max_results`) and bytes (`max_result_bytes`).
 #[derive(Default)]
 struct ResultStore {
-    by_id: HashMap<String, JobResult>,
+    by_id: HashMap<String, Kept>,
     order: VecDeque<(Instant, String)>,
     bytes: usize,
+}
+
+/// A kept result and the fingerprint of the job it answers.
+struct Kept {
+    result: JobResult,
+    fingerprint: String,
 }
 
 /// What a kept result costs: its encoded size and its id twice.
@@ -87,6 +98,9 @@ fn result_cost(r: &JobResult) -> usize {
 pub struct MemoryJobStore {
     opts: JobStoreOptions,
     queues: Mutex<HashMap<String, Arc<MemQueue>>>,
+    /// Request ids stored now (ready or leased) -> their job's fingerprint.
+    /// Locked before a queue's lanes, never while holding them.
+    stored: Mutex<HashMap<String, String>>,
     results: Mutex<ResultStore>,
     waiters: Arc<ResultWaiters>,
 }
@@ -96,6 +110,7 @@ impl MemoryJobStore {
         MemoryJobStore {
             opts,
             queues: Mutex::new(HashMap::new()),
+            stored: Mutex::new(HashMap::new()),
             results: Mutex::new(ResultStore::default()),
             waiters,
         }
@@ -111,13 +126,14 @@ impl MemoryJobStore {
         }))
     }
 
-    fn store_result(&self, result: &JobResult) {
+    /// Keeps `result` unless one is kept for its request id already; returns
+    /// the one kept (the first), which is what every caller gets.
+    fn store_result(&self, result: JobResult, fingerprint: String) -> JobResult {
         let now = Instant::now();
-        let cost = result_cost(result);
+        let cost = result_cost(&result);
         let mut store = self.results.lock();
-        if let Some(old) = store.by_id.remove(&result.request_id) {
-            store.bytes = store.bytes.saturating_sub(result_cost(&old));
-            store.order.retain(|(_, id)| *id != result.request_id);
+        if let Some(first) = store.by_id.get(&result.request_id) {
+            return first.result.clone();
         }
         while let Some((t, _)) = store.order.front() {
             if now.duration_since(*t) < self.opts.result_ttl
@@ -128,26 +144,40 @@ impl MemoryJobStore {
             }
             if let Some((_, id)) = store.order.pop_front() {
                 if let Some(old) = store.by_id.remove(&id) {
-                    store.bytes = store.bytes.saturating_sub(result_cost(&old));
+                    store.bytes = store.bytes.saturating_sub(result_cost(&old.result));
                 }
             }
         }
         if cost > self.opts.max_result_bytes {
             // Larger than the whole budget: delivered to its caller, not kept.
-            return;
+            return result;
         }
         store.bytes += cost;
-        store
-            .by_id
-            .insert(result.request_id.clone(), result.clone());
+        store.by_id.insert(
+            result.request_id.clone(),
+            Kept {
+                result: result.clone(),
+                fingerprint,
+            },
+        );
         store.order.push_back((now, result.request_id.clone()));
+        result
     }
 
-    fn finish(&self, job: &Job, result: JobResult) {
-        self.store_result(&result);
-        if job.reply_to == self.opts.instance_id {
-            self.waiters.deliver(result);
+    /// Drops the kept result of `request_id` (a dead letter sent round again).
+    fn forget_result(&self, request_id: &str) {
+        let mut store = self.results.lock();
+        if let Some(old) = store.by_id.remove(request_id) {
+            store.bytes = store.bytes.saturating_sub(result_cost(&old.result));
         }
+    }
+
+    /// The job of `request_id` is answered: no longer stored, its result
+    /// kept (the first one wins) and delivered to its callers.
+    fn finish(&self, request_id: &str, result: JobResult) {
+        let fingerprint = self.stored.lock().remove(request_id).unwrap_or_default();
+        let first = self.store_result(result, fingerprint);
+        self.waiters.deliver(first);
     }
 }
 
@@ -161,9 +191,33 @@ impl JobStore for MemoryJobStore {
         "memory"
     }
 
-    async fn enqueue(&self, job: Job) -> Result<(), StoreError> {
-        let q = self.queue(&job.queue);
-        {
+    async fn enqueue(&self, job: Job) -> Result<Enqueued, StoreError> {
+        let fingerprint = job.fingerprint();
+        let conflict = || StoreError::IdConflict {
+            request_id: job.request_id.clone(),
+        };
+        let q = {
+            let mut stored = self.stored.lock();
+            if let Some(first) = stored.get(&job.request_id) {
+                return if *first == fingerprint {
+                    Ok(Enqueued::Joined)
+                } else {
+                    Err(conflict())
+                };
+            }
+            if let Some(kept) = self.results.lock().by_id.get(&job.request_id) {
+                return if kept.fingerprint == fingerprint {
+                    Ok(Enqueued::Done(kept.result.clone()))
+                } else {
+                    Err(conflict())
+                };
+            }
+            if job.join_only {
+                return Err(StoreError::NothingToJoin {
+                    request_id: job.request_id.clone(),
+                });
+            }
+            let q = self.queue(&job.queue);
             let mut lanes = q.lanes.lock();
             if lanes.stored() >= self.opts.max_queue_length {
                 return Err(StoreError::QueueFull {
@@ -171,10 +225,13 @@ impl JobStore for MemoryJobStore {
                     limit: self.opts.max_queue_length,
                 });
             }
+            stored.insert(job.request_id.clone(), fingerprint);
             lanes.push_back(job);
-        }
+            drop(lanes);
+            q
+        };
         q.wake.notify_waiters();
-        Ok(())
+        Ok(Enqueued::Stored)
     }
 
     async fn lease(
@@ -224,7 +281,7 @@ impl JobStore for MemoryJobStore {
                 metrics::QUEUE_DEAD_LETTERED.inc();
                 tracing::warn!(request_id = %job.request_id, queue, %reason, "job dead-lettered");
                 let r = JobResult::error(&job.request_id, self.opts.dead_letter_code, reason);
-                self.finish(&job, r);
+                self.finish(&job.request_id, r);
             }
             if !out.is_empty() {
                 return Ok(out);
@@ -245,8 +302,23 @@ impl JobStore for MemoryJobStore {
                 lanes.remove_ready(&lease.job.request_id);
             }
         }
-        self.finish(&lease.job, result);
+        self.finish(&lease.job.request_id, result);
         Ok(())
+    }
+
+    async fn complete_unleased(&self, queue: &str, result: JobResult) -> Result<bool, StoreError> {
+        if !self.stored.lock().contains_key(&result.request_id) {
+            return Ok(false);
+        }
+        {
+            let q = self.queue(queue);
+            let mut lanes = q.lanes.lock();
+            lanes.leased.remove(&result.request_id);
+            lanes.remove_ready(&result.request_id);
+        }
+        let id = result.request_id.clone();
+        self.finish(&id, result);
+        Ok(true)
     }
 
     async fn release(&self, queue: &str, consumer: &str) -> Result<usize, StoreError> {
@@ -301,7 +373,12 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn result(&self, request_id: &str) -> Result<Option<JobResult>, StoreError> {
-        Ok(self.results.lock().by_id.get(request_id).cloned())
+        Ok(self
+            .results
+            .lock()
+            .by_id
+            .get(request_id)
+            .map(|k| k.result.clone()))
     }
 
     async fn dead_letters(&self, queue: &str, max: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -312,22 +389,27 @@ impl JobStore for MemoryJobStore {
 
     async fn requeue_dead(&self, queue: &str, ids: &[String]) -> Result<usize, StoreError> {
         let q = self.queue(queue);
-        let n = {
+        let back: Vec<DeadLetter> = {
             let mut lanes = q.lanes.lock();
             let dead = std::mem::take(&mut lanes.dead);
             let (back, keep): (Vec<_>, Vec<_>) = dead
                 .into_iter()
                 .partition(|d| ids.is_empty() || ids.contains(&d.id));
             lanes.dead = keep;
-            let n = back.len();
-            for d in back {
-                let mut job = d.job;
-                job.deliveries = 0;
-                job.deadline_unix_ms = 0;
-                lanes.push_back(job);
-            }
-            n
+            back
         };
+        let n = back.len();
+        for d in back {
+            let mut job = d.job;
+            job.deliveries = 0;
+            job.deadline_unix_ms = 0;
+            // Its dead-letter answer goes, so that the run's result is kept.
+            self.forget_result(&job.request_id);
+            self.stored
+                .lock()
+                .insert(job.request_id.clone(), job.fingerprint());
+            q.lanes.lock().push_back(job);
+        }
         if n > 0 {
             q.wake.notify_waiters();
         }
@@ -350,6 +432,7 @@ mod tests {
             priority,
             reply_to: "local".into(),
             from_payload: false,
+            join_only: false,
         }
     }
 
@@ -466,13 +549,13 @@ mod tests {
             ])),
         };
         for n in 0..100 {
-            b.store_result(&result(&format!("r{n}"), 1_000));
+            b.store_result(result(&format!("r{n}"), 1_000), String::new());
         }
         let kept = b.results.lock().bytes;
         assert!(kept <= 10_000, "{kept} bytes kept");
         assert!(b.result("r0").await.unwrap().is_none(), "oldest gone");
         assert!(b.result("r99").await.unwrap().is_some(), "newest kept");
-        b.store_result(&result("huge", 20_000));
+        b.store_result(result("huge", 20_000), String::new());
         assert!(
             b.result("huge").await.unwrap().is_none(),
             "over the whole cap: not kept"

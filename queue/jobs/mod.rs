@@ -24,7 +24,7 @@ pub mod waiters;
 
 pub use memory::MemoryJobStore;
 pub use redis::RedisJobStore;
-pub use store::{DeadLetter, JobStore, JobStoreOptions};
+pub use store::{DeadLetter, Enqueued, JobStore, JobStoreOptions};
 pub use waiters::ResultWaiters;
 
 /// One job queue of a [`JobStore`], as a dispatcher session's job source.
@@ -45,6 +45,9 @@ impl JobSource for JobQueueSource {
     }
     async fn complete_batch(&self, done: &[(Lease, JobResult)]) -> Result<(), StoreError> {
         self.store.complete_batch(done).await
+    }
+    async fn complete_unleased(&self, result: JobResult) -> Result<bool, StoreError> {
+        self.store.complete_unleased(&self.queue, result).await
     }
     async fn release(&self, consumer: &str) -> Result<usize, StoreError> {
         self.store.release(&self.queue, consumer).await

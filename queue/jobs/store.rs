@@ -9,6 +9,12 @@
 //! delivered at least once; each delivery is counted in `Job.deliveries`, and a
 //! job delivered `max_deliveries` times without a result is dead-lettered and
 //! answered with InferFail instead of being handed out again.
+//!
+//! Storing is idempotent by request id: a second store of an id that is
+//! stored (a gateway's resend to another queue instance, a client's repeated
+//! idempotency key) stores nothing and waits for the first one's result; one
+//! whose result is still kept gets that result. So failover never runs a job
+//! twice on its own account.
 
 use std::time::Duration;
 
@@ -50,6 +56,18 @@ impl Default for JobStoreOptions {
     }
 }
 
+/// What storing a job did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enqueued {
+    /// Stored: it will run.
+    Stored,
+    /// A job with this request id (and fingerprint) is already stored; this
+    /// call waits for its result.
+    Joined,
+    /// The request id's result is still kept: the answer, at once.
+    Done(JobResult),
+}
+
 /// A job that was given up on, with why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
@@ -68,8 +86,11 @@ pub trait JobStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Stores `job` in `job.queue`: at the tail, or ahead of normal jobs when
-    /// `job.priority > 0`. Refused with `QueueFull` when the queue is at its limit.
-    async fn enqueue(&self, job: Job) -> Result<(), StoreError>;
+    /// `job.priority > 0`, unless its request id is stored already (then
+    /// `Joined`, or `IdConflict` when [`Job::fingerprint`] differs) or its
+    /// result is kept (`Done`). Refused with `QueueFull` when the queue is at
+    /// its limit; with `job.join_only`, stores nothing new (`NothingToJoin`).
+    async fn enqueue(&self, job: Job) -> Result<Enqueued, StoreError>;
 
     /// Hands up to `max` jobs of `queue` to `consumer`, waiting up to `wait`
     /// for the first one (an empty vector when none came). Increments each
@@ -97,8 +118,15 @@ pub trait JobStore: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Returns every job `consumer` holds in `queue` to the head of the queue;
-    /// the number returned.
+    /// Records the result of a job `queue` stores that no lease of the caller
+    /// covers: a dispatcher's answer sent again after the stream it came for
+    /// was lost (its queue instance died). Stored and delivered when the
+    /// request id is stored and has no result yet; the job, wherever it is
+    /// held, is then not run again. False when nothing was stored.
+    async fn complete_unleased(&self, queue: &str, result: JobResult) -> Result<bool, StoreError>;
+
+    /// Returns every job `consumer` holds in `queue` to the head of the queue
+    /// (ahead of jobs never delivered); the number returned.
     async fn release(&self, queue: &str, consumer: &str) -> Result<usize, StoreError>;
 
     /// Whether the store answers now.

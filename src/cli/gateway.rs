@@ -29,7 +29,10 @@ pub async fn run(
     let models = model_zoo::build(factory, &settings, false).context("models")?;
     let endpoints = args.queues.or_settings(&settings);
     let connector = queue_connector(&settings, &endpoints)?;
-    let remote = Arc::new(RemoteQueueLink::new(&endpoints, &connector)?);
+    let remote = Arc::new(
+        RemoteQueueLink::new(&endpoints, &connector)?
+            .with_patience(settings.server.message_timeout()),
+    );
     let link: Arc<dyn QueueLink> = remote.clone();
     let gateway = Arc::new(Gateway::new(&settings, models, link)?);
     let eas = server::eas_api(&settings, &gateway, Some(remote as Arc<dyn EasLink>))?;

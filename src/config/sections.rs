@@ -289,6 +289,15 @@ pub struct ServerSettings {
     /// reach `QueueListen`.
     #[serde(rename = "InternalToken")]
     pub internal_token: String,
+    /// While the job store (Redis) does not answer, a call waits and retries
+    /// it with backoff until its deadline instead of being refused with 9702
+    /// at once: an outage shorter than `MessageTimeout` costs latency only.
+    #[serde(rename = "WaitForStore")]
+    pub wait_for_store: bool,
+    /// Most calls of one queue instance waiting for the store at once; a
+    /// call beyond them is refused with 9702 at once.
+    #[serde(rename = "MaxCallsWaitingForStore")]
+    pub max_calls_waiting_for_store: usize,
 }
 
 /// The `TLS` section: the certificate this process serves on its listeners
@@ -381,11 +390,13 @@ impl Default for ServerSettings {
             infer_threads: 0,
             redis_pool_size: 32,
             redis_key_prefix: "inferq:".into(),
-            reclaim_idle: 5.0,
+            reclaim_idle: 2.0,
             result_ttl: 300.0,
             max_result_bytes: 64 << 20,
             queue_max_streams: 20_000,
             internal_token: String::new(),
+            wait_for_store: true,
+            max_calls_waiting_for_store: 10_000,
         }
     }
 }

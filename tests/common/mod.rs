@@ -530,6 +530,8 @@ where
 pub struct RedisServer {
     pub port: u16,
     pub dir: PathBuf,
+    /// The configuration file it was started with, if any (a restart uses it again).
+    conf: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -565,8 +567,86 @@ impl RedisServer {
         );
     }
 
+    /// Starts one from the configuration file `conf` (e.g. deploy/redis.conf
+    /// as shipped), overriding only where it listens, its directory and its
+    /// log: a free port on loopback, `dir`.
+    pub fn start_conf(dir: &Path, conf: &Path) -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(r) = RedisServer::try_start_conf(dir, port, conf) {
+                return r;
+            }
+        }
+        panic!(
+            "redis-server {} did not start; log:\n{}",
+            conf.display(),
+            redis_log(dir)
+        );
+    }
+
+    /// kill -9 if running, then starts again on the same port, directory and
+    /// configuration (so it reads the same AOF).
+    pub fn restart(&mut self) {
+        self.kill9();
+        for _ in 0..50 {
+            let again = match &self.conf {
+                Some(conf) => RedisServer::try_start_conf(&self.dir, self.port, conf),
+                None => RedisServer::try_start(&self.dir, self.port, &[]),
+            };
+            if let Some(mut r) = again {
+                self.child = r.child.take();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "redis-server did not restart on {}; log:\n{}",
+            self.port,
+            redis_log(&self.dir)
+        );
+    }
+
+    fn try_start_conf(dir: &Path, port: u16, conf: &Path) -> Option<RedisServer> {
+        let child = Command::new("redis-server")
+            .arg(conf)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", dir.to_str().expect("utf-8 dir")])
+            .args(["--daemonize", "no", "--logfile", "redis.log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not installed (scripts/setup-test-env.sh installs it)");
+        let mut r = RedisServer::wait_up(child, dir, port)?;
+        r.conf = Some(conf.to_path_buf());
+        Some(r)
+    }
+
+    /// The server in `child` once it answers on `port` (None if it exits or
+    /// does not answer within 10 s).
+    fn wait_up(mut child: Child, dir: &Path, port: u16) -> Option<RedisServer> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // port taken, most likely
+            }
+            if redis_ping(port) {
+                return Some(RedisServer {
+                    port,
+                    dir: dir.to_path_buf(),
+                    conf: None,
+                    child: Some(child),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     fn try_start(dir: &Path, port: u16, extra: &[&str]) -> Option<RedisServer> {
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -591,23 +671,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server not installed (scripts/setup-test-env.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return None; // port taken, most likely
-            }
-            if redis_ping(port) {
-                return Some(RedisServer {
-                    port,
-                    dir: dir.to_path_buf(),
-                    child: Some(child),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        RedisServer::wait_up(child, dir, port)
     }
 
     pub fn addr(&self) -> String {
@@ -694,4 +758,82 @@ pub async fn eas_sdk(args: &[&str], limit: Duration) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// nginx with a site configuration of the test's (a `server` block or
+/// more), its pid, logs and temp files in the test's directory; stopped on
+/// drop: SIGTERM to the master (it stops the workers and exits), SIGKILL
+/// to whatever is left after 5 s.
+pub struct Nginx {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    /// Starts nginx with `site` and waits (at most 10 s) until `port` accepts.
+    pub fn start(dir: &TestDir, site: &str, port: u16) -> Nginx {
+        let d = dir.path().display();
+        let main = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\n\
+             http {{\n  access_log {d}/nginx-access.log;\n  client_body_temp_path {d}/nb;\n  proxy_temp_path {d}/np;\n\
+               include {d}/site.conf;\n}}\n"
+        );
+        dir.write("site.conf", site);
+        let main_path = dir.write("nginx.conf", &main);
+        let child = Command::new(nginx_bin())
+            .args([
+                "-c",
+                main_path.to_str().expect("utf-8 path"),
+                "-g",
+                "daemon off;",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx not installed (scripts/setup-test-env.sh installs it)");
+        let nginx = Nginx {
+            child,
+            dir: dir.path().to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: {}",
+                nginx.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nginx-error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_bin() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("nginx"))
 }

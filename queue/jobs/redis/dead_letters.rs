@@ -1,6 +1,6 @@
-//! Dead letters on Redis: a job given up on goes to `dead:<queue>` and its
-//! caller is answered in the same MULTI; operators list and re-queue them
-//! (`inferq dead-letters`).
+//! Dead letters on Redis: a job given up on goes to `dead:<queue>`, then is
+//! completed with InferFail, which answers its callers; operators list and
+//! re-queue them (`inferq dead-letters`).
 
 use prost::Message;
 use redis::Value;
@@ -33,12 +33,22 @@ impl RedisJobStore {
         reason: &str,
     ) -> Result<(), StoreError> {
         let result = JobResult::error(&e.job.request_id, self.jobs.dead_letter_code, reason);
+        // The dead letter first: if completing then fails, the entry stays
+        // held and is given up on again (a second dead letter, never none).
         let mut p = redis::pipe();
-        p.atomic();
         self.dead_letter_cmd(&mut p, queue, &e.job.encode_to_vec(), reason);
-        self.finish_cmds(&mut p, queue, e.lane, &e.id, &e.job, &result);
-        let mut c = self.conn().await?;
-        p.query_async::<()>(&mut c).await.map_err(unavailable)?;
+        {
+            let mut c = self.conn().await?;
+            p.query_async::<()>(&mut c).await.map_err(unavailable)?;
+        }
+        self.finish(&[Finished {
+            queue,
+            lane: e.lane,
+            entry: &e.id,
+            request_id: &e.job.request_id,
+            result: &result,
+        }])
+        .await?;
         metrics::QUEUE_DEAD_LETTERED.inc();
         tracing::warn!(request_id = %e.job.request_id, queue, %reason, "job dead-lettered");
         Ok(())
@@ -136,6 +146,8 @@ impl RedisJobStore {
                     .arg("*")
                     .arg("job")
                     .arg(job.encode_to_vec())
+                    .arg("rid")
+                    .arg(&job.request_id)
                     .ignore()
                     .cmd("XDEL")
                     .arg(self.dead_key(queue))

@@ -1,5 +1,26 @@
--- Stores a job if the queue has room; returns the entry id or nil when full.
-local n = redis.call('XLEN', KEYS[1]) + redis.call('XLEN', KEYS[2])
-if n >= tonumber(ARGV[1]) then return false end
-redis.call('SADD', KEYS[3], ARGV[4])
-return redis.call('XADD', KEYS[tonumber(ARGV[2])], '*', 'job', ARGV[3])
+-- Stores a job unless its request id is stored already: idempotent by id.
+-- KEYS: back, hi, lo lanes; the queues set; job:<id> (the id's marker, its
+-- value the job's fingerprint); result:<id>; reply:<id> (the instances whose
+-- callers wait).
+-- ARGV: max length, lane (1-3), job, queue name, request id, fingerprint,
+-- marker ttl ms, this instance, reply ttl ms, join only ('1').
+-- Returns {'stored'}, {'joined'}, {'done', result}, {'full'}, {'conflict'}
+-- or {'missing'} (join only, nothing stored under the id).
+local marker = redis.call('GET', KEYS[5])
+if marker and marker ~= ARGV[6] then return {'conflict'} end
+local result = redis.call('GET', KEYS[6])
+if result then return {'done', result} end
+if marker then
+  redis.call('SADD', KEYS[7], ARGV[8])
+  redis.call('PEXPIRE', KEYS[7], ARGV[9])
+  return {'joined'}
+end
+if ARGV[10] == '1' then return {'missing'} end
+local n = redis.call('XLEN', KEYS[1]) + redis.call('XLEN', KEYS[2]) + redis.call('XLEN', KEYS[3])
+if n >= tonumber(ARGV[1]) then return {'full'} end
+redis.call('SADD', KEYS[4], ARGV[4])
+redis.call('XADD', KEYS[tonumber(ARGV[2])], '*', 'job', ARGV[3], 'rid', ARGV[5])
+redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[7])
+redis.call('SADD', KEYS[7], ARGV[8])
+redis.call('PEXPIRE', KEYS[7], ARGV[9])
+return {'stored'}

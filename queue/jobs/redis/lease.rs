@@ -1,7 +1,8 @@
-//! Leasing on Redis: new entries read for a consumer (XREADGROUP through
-//! `read.lua`, or blocking on the consumer's own connection), entries of gone
-//! consumers reclaimed (XAUTOCLAIM), and the idle time of held entries renewed
-//! so that a live dispatcher's long job is never taken away.
+//! Leasing on Redis: new entries read for a consumer (`read.lua`, the back
+//! lane first, or blocking on the consumer's own connection), the holds of a
+//! dead queue instance taken over (`return.lua`, moving them to the back
+//! lane), and the idle time of held entries renewed so that a live
+//! dispatcher's long job is never taken away.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 
-/// One stream entry as read: which lane, its id, the job.
+/// One stream entry as read: which lane, its id, the job with its delivery
+/// count (this one included).
 pub(super) struct Entry {
     pub(super) lane: usize,
     pub(super) id: String,
@@ -36,9 +38,13 @@ struct Read {
 }
 
 impl Read {
-    fn sort(&mut self, lane: usize, id: String, job: Option<Vec<u8>>) {
+    /// `before`: the deliveries the entry had before this read (`d`).
+    fn sort(&mut self, lane: usize, id: String, before: u32, job: Option<Vec<u8>>) {
         match job.as_deref().map(Job::decode) {
-            Some(Ok(job)) => self.jobs.push(Entry { lane, id, job }),
+            Some(Ok(mut job)) => {
+                job.deliveries = before.saturating_add(1);
+                self.jobs.push(Entry { lane, id, job })
+            }
             Some(Err(e)) => self.poison.push(Poison {
                 lane,
                 id,
@@ -55,6 +61,16 @@ impl Read {
     }
 }
 
+/// A whole number from a script's reply (Lua numbers arrive as integers).
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        other => reply::string(other)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
 pub(super) fn parse_tag(tag: &str) -> Option<(usize, &str)> {
     let (lane, id) = tag.split_once('|')?;
     let lane: usize = lane.parse().ok()?;
@@ -62,21 +78,24 @@ pub(super) fn parse_tag(tag: &str) -> Option<(usize, &str)> {
 }
 
 impl RedisJobStore {
-    /// New entries, without blocking.
+    /// New entries, without blocking: the back lane first.
     pub(super) async fn read_new(
         &self,
         queue: &str,
         consumer: &str,
         max: usize,
     ) -> Result<Vec<Entry>, StoreError> {
+        let [back, hi, lo] = self.lane_keys(queue);
         let mut c = self.conn().await?;
         let r = self
             .read_script
-            .key(self.lane_key(queue, 0))
-            .key(self.lane_key(queue, 1))
+            .key(back)
+            .key(hi)
+            .key(lo)
             .arg(GROUP)
             .arg(consumer)
             .arg(max)
+            .arg(self.key("result:"))
             .invoke_async::<Vec<Value>>(&mut c)
             .await;
         let flat = match r {
@@ -87,19 +106,20 @@ impl RedisJobStore {
             }
         };
         let mut read = Read::default();
-        for chunk in flat.chunks(3) {
-            let [lane, id, job] = chunk else { continue };
-            let lane = match lane {
-                Value::Int(i) => (*i as usize).min(1),
-                _ => 1,
+        for chunk in flat.chunks(5) {
+            let [lane, id, before, has_job, job] = chunk else {
+                continue;
             };
+            let lane = (int(lane).max(0) as usize).min(LANES.len() - 1);
             let id = reply::string(id).unwrap_or_default();
-            read.sort(lane, id, reply::bytes(job));
+            let before = u32::try_from(int(before).max(0)).unwrap_or(u32::MAX);
+            let job = (int(has_job) == 1).then(|| reply::bytes(job).unwrap_or_default());
+            read.sort(lane, id, before, job);
         }
         Ok(self.keep_jobs(queue, read).await)
     }
 
-    /// Waits up to `wait` for one new entry on either lane, on the consumer's
+    /// Waits up to `wait` for one new entry on any lane, on the consumer's
     /// own connection.
     pub(super) async fn read_blocking(
         &self,
@@ -126,8 +146,8 @@ impl RedisJobStore {
             .arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS")
-            .arg(self.lane_key(queue, 0))
-            .arg(self.lane_key(queue, 1))
+            .arg(&self.lane_keys(queue)[..])
+            .arg(">")
             .arg(">")
             .arg(">");
         let read = cmd.query_async::<Value>(&mut conn);
@@ -145,19 +165,72 @@ impl RedisJobStore {
                 ));
             }
         };
+        let keys = self.lane_keys(queue);
         let mut read = Read::default();
+        let mut answered_back = Vec::new();
         for (key, entries) in reply::stream_reply(reply) {
-            let lane = if key == self.lane_key(queue, 0) { 0 } else { 1 };
+            let lane = keys
+                .iter()
+                .position(|k| *k == key)
+                .unwrap_or(LANES.len() - 1);
             for (id, fields) in entries {
-                read.sort(lane, id, reply::field(&fields, "job"));
+                let before = reply::field(&fields, "d")
+                    .and_then(|b| String::from_utf8_lossy(&b).parse().ok())
+                    .unwrap_or(0);
+                if lane == BACK {
+                    if let Some(rid) = reply::field(&fields, "rid") {
+                        answered_back
+                            .push((id.clone(), String::from_utf8_lossy(&rid).into_owned()));
+                    }
+                }
+                read.sort(lane, id, before, reply::field(&fields, "job"));
             }
+        }
+        if !answered_back.is_empty() {
+            self.drop_answered(queue, &mut read, &answered_back).await?;
         }
         Ok(self.keep_jobs(queue, read).await)
     }
 
-    /// A blocking read on both lanes may return one entry from each; beyond
-    /// `max`, keep the high lane's and give the others straight back,
-    /// uncounted (RETRYCOUNT 0), for the next reclaim.
+    /// Jobs of the back lane whose result is stored already (their
+    /// dispatcher answered through another stream) are acknowledged and
+    /// deleted instead of run again: `read.lua` does this for reads that do
+    /// not block, this for the blocking read.
+    async fn drop_answered(
+        &self,
+        queue: &str,
+        read: &mut Read,
+        back: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut p = redis::pipe();
+        for (_, rid) in back {
+            p.cmd("EXISTS").arg(self.result_key(rid));
+        }
+        let mut c = self.conn().await?;
+        let exists: Vec<i64> = p.query_async(&mut c).await.map_err(unavailable)?;
+        let answered: Vec<&str> = back
+            .iter()
+            .zip(exists)
+            .filter(|(_, n)| *n == 1)
+            .map(|((id, _), _)| id.as_str())
+            .collect();
+        if answered.is_empty() {
+            return Ok(());
+        }
+        let mut p = redis::pipe();
+        p.atomic();
+        for id in &answered {
+            self.remove_entry_cmds(&mut p, queue, BACK, id);
+        }
+        p.query_async::<()>(&mut c).await.map_err(unavailable)?;
+        read.jobs
+            .retain(|e| !(e.lane == BACK && answered.contains(&e.id.as_str())));
+        Ok(())
+    }
+
+    /// A blocking read on the lanes may return one entry from each; beyond
+    /// `max`, keep the first lanes' and hand the others back, uncounted, to
+    /// the back lane.
     pub(super) async fn give_back_extra(
         &self,
         queue: &str,
@@ -169,130 +242,100 @@ impl RedisJobStore {
         }
         got.sort_by_key(|e| e.lane);
         let extra = got.split_off(max);
-        let mut c = self.conn().await?;
+        let mut p = redis::pipe();
+        p.atomic();
         for e in extra {
-            redis::cmd("XCLAIM")
-                .arg(self.lane_key(queue, e.lane))
-                .arg(GROUP)
-                .arg(RELEASED)
-                .arg(0)
-                .arg(&e.id)
-                .arg("IDLE")
-                .arg(RELEASED_IDLE_MS)
-                .arg("RETRYCOUNT")
-                .arg(0)
-                .arg("JUSTID")
-                .query_async::<()>(&mut c)
-                .await
-                .map_err(unavailable)?;
+            let before = e.job.deliveries.saturating_sub(1);
+            let mut job = e.job;
+            job.deliveries = 0;
+            p.cmd("XADD")
+                .arg(self.lane_key(queue, BACK))
+                .arg("*")
+                .arg("job")
+                .arg(job.encode_to_vec())
+                .arg("rid")
+                .arg(&job.request_id)
+                .arg("d")
+                .arg(before)
+                .ignore();
+            self.remove_entry_cmds(&mut p, queue, e.lane, &e.id);
         }
-        self.reclaim_soon(queue);
+        let mut c = self.conn().await?;
+        p.query_async::<()>(&mut c).await.map_err(unavailable)?;
         Ok(got)
     }
 
-    /// Takes over up to `max` entries idle past `reclaim_idle` (their consumer
-    /// is gone or released them), with their delivery counts.
-    pub(super) async fn reclaim(
+    /// Moves held entries to the back lane (`return.lua`): those of
+    /// `consumer`, or with `consumer` empty, those of anyone idle at least
+    /// `idle` (a dead queue instance's). (moved, dropped as answered).
+    pub(super) async fn hand_back(
         &self,
         queue: &str,
         consumer: &str,
-        max: usize,
-    ) -> Result<Vec<(Entry, u32)>, StoreError> {
-        let cursors = {
-            let mut all = self.reclaim.lock();
-            let st = all
-                .entry(queue.to_string())
-                .or_insert_with(|| ReclaimState {
-                    due: Instant::now(),
-                    cursors: ["0-0".into(), "0-0".into()],
-                });
-            if Instant::now() < st.due {
-                return Ok(Vec::new());
-            }
-            st.due = Instant::now() + self.reclaim_interval();
-            st.cursors.clone()
-        };
+        idle: u64,
+    ) -> Result<(usize, usize), StoreError> {
+        let [back, hi, lo] = self.lane_keys(queue);
         let mut c = self.conn().await?;
-        let mut out = Vec::new();
-        for (lane, cursor) in cursors.iter().enumerate() {
-            if out.len() >= max {
-                break;
+        let r = self
+            .return_script
+            .key(back)
+            .key(hi)
+            .key(lo)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(idle)
+            .arg(TAKEOVER_BATCH)
+            .arg(self.key("result:"))
+            .invoke_async::<Vec<i64>>(&mut c)
+            .await;
+        match r {
+            Ok(v) => Ok((
+                v.first().copied().unwrap_or(0).max(0) as usize,
+                v.get(1).copied().unwrap_or(0).max(0) as usize,
+            )),
+            Err(e) if is_nogroup(&e) => {
+                self.forget_groups(queue, &e);
+                Ok((0, 0))
             }
-            let key = self.lane_key(queue, lane);
-            let r = redis::cmd("XAUTOCLAIM")
-                .arg(&key)
-                .arg(GROUP)
-                .arg(consumer)
-                .arg(self.opts.reclaim_idle.as_millis() as u64)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(max - out.len())
-                .query_async::<Value>(&mut c)
-                .await;
-            let reply = match r {
-                Ok(v) => v,
-                Err(e) => {
-                    self.forget_groups(queue, &e);
-                    return Err(unavailable(e));
-                }
-            };
-            let Value::Array(parts) = reply else { continue };
-            let next = parts
-                .first()
-                .and_then(reply::string)
-                .unwrap_or("0-0".into());
-            if let Some(st) = self.reclaim.lock().get_mut(queue) {
-                st.cursors[lane] = next;
-            }
-            let Some(Value::Array(entries)) = parts.get(1) else {
-                continue;
-            };
-            let mut read = Read::default();
-            for e in entries {
-                if let Some((id, fields)) = reply::entry(e) {
-                    read.sort(lane, id, reply::field(&fields, "job"));
-                }
-            }
-            let claimed = self.keep_jobs(queue, read).await;
-            if claimed.is_empty() {
-                continue;
-            }
-            let mut p = redis::pipe();
-            for e in &claimed {
-                p.cmd("XPENDING")
-                    .arg(&key)
-                    .arg(GROUP)
-                    .arg(&e.id)
-                    .arg(&e.id)
-                    .arg(1);
-            }
-            let counts: Vec<Value> = p.query_async(&mut c).await.map_err(unavailable)?;
-            for (e, count) in claimed.into_iter().zip(counts) {
-                let n = reply::pending_count(&count).unwrap_or(1);
-                out.push((e, n));
-            }
+            Err(e) => Err(unavailable(e)),
         }
-        if !out.is_empty() {
-            tracing::info!(
+    }
+
+    /// Takes over, in full, the holds of queue instances that stopped
+    /// renewing them (idle past `reclaim_idle`): moved to the back lane,
+    /// where the next free credit of any instance takes them. At most once
+    /// per reclaim interval per queue in this instance, unless the last
+    /// takeover was a full batch (more may wait).
+    pub(super) async fn take_over(&self, queue: &str) -> Result<(), StoreError> {
+        {
+            let mut due = self.takeover_due.lock();
+            let at = due.entry(queue.to_string()).or_insert_with(Instant::now);
+            if Instant::now() < *at {
+                return Ok(());
+            }
+            *at = Instant::now() + self.reclaim_interval();
+        }
+        let idle = self.opts.reclaim_idle.as_millis() as u64;
+        let (moved, dropped) = self.hand_back(queue, "", idle).await?;
+        if moved + dropped >= TAKEOVER_BATCH {
+            self.takeover_due
+                .lock()
+                .insert(queue.to_string(), Instant::now());
+        }
+        if moved + dropped > 0 {
+            metrics::QUEUE_TAKEN_OVER.add((moved + dropped) as u64);
+            tracing::warn!(
                 queue,
-                consumer,
-                reclaimed = out.len(),
-                "reclaimed jobs of a gone consumer"
+                moved,
+                answered = dropped,
+                "took over the jobs of a queue instance that stopped renewing them"
             );
         }
-        Ok(out)
+        Ok(())
     }
 
     pub(super) fn reclaim_interval(&self) -> Duration {
-        (self.opts.reclaim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
-    }
-
-    /// Makes the next `lease` on `queue` (in this instance) reclaim at once.
-    pub(super) fn reclaim_soon(&self, queue: &str) {
-        if let Some(st) = self.reclaim.lock().get_mut(queue) {
-            st.due = Instant::now();
-            st.cursors = ["0-0".into(), "0-0".into()];
-        }
+        (self.opts.reclaim_idle / 4).clamp(Duration::from_millis(50), Duration::from_millis(500))
     }
 
     pub(super) fn hold(&self, queue: &str, consumer: &str, tag: &str) {
@@ -383,30 +426,26 @@ impl RedisJobStore {
         // work).
         let mut burying_rounds = 0;
         while burying_rounds < 64 {
-            let mut entries: Vec<(Entry, u32)> = self.reclaim(queue, consumer, max).await?;
-            if entries.len() < max {
-                let fresh = self.read_new(queue, consumer, max - entries.len()).await?;
-                entries.extend(fresh.into_iter().map(|e| (e, 1)));
-            }
+            self.take_over(queue).await?;
+            let mut entries = self.read_new(queue, consumer, max).await?;
             if entries.is_empty() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Ok(Vec::new());
                 }
-                // Wake up in time for the next reclaim: jobs of a gone
-                // consumer must not wait for a quiet queue's long poll.
+                // Wake up in time for the next takeover: a dead instance's
+                // jobs must not wait for a quiet queue's long poll.
                 let got = self
                     .read_blocking(queue, consumer, left.min(self.reclaim_interval()))
                     .await?;
-                let got = self.give_back_extra(queue, got, max).await?;
-                entries.extend(got.into_iter().map(|e| (e, 1)));
+                entries = self.give_back_extra(queue, got, max).await?;
             }
             if entries.is_empty() {
                 continue;
             }
             let mut out = Vec::with_capacity(entries.len());
-            for (mut e, deliveries) in entries {
-                if deliveries > self.jobs.max_deliveries {
+            for e in entries {
+                if e.job.deliveries > self.jobs.max_deliveries {
                     let reason = format!(
                         "given up after {} deliveries without a result",
                         self.jobs.max_deliveries
@@ -414,7 +453,6 @@ impl RedisJobStore {
                     self.dead_letter(queue, &e, &reason).await?;
                     continue;
                 }
-                e.job.deliveries = deliveries;
                 let tag = format!("{}|{}", e.lane, e.id);
                 self.hold(queue, consumer, &tag);
                 out.push(Lease { job: e.job, tag });

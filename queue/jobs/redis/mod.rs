@@ -2,26 +2,33 @@
 //! instances share.
 //!
 //! Keys (prefix `inferq:` by default):
-//! - `q:<queue>:hi`, `q:<queue>:lo`: one stream per priority lane, each with
-//!   the consumer group `inferq`. A job is one entry (`job` = the protobuf
-//!   `Job`). The lease tag is `<lane>|<entry id>`.
-//! - `dead:<queue>`: the dead-letter stream (`job`, `reason`, `at`).
+//! - `q:<queue>:back`, `q:<queue>:hi`, `q:<queue>:lo`: one stream per lane,
+//!   each with the consumer group `inferq`, read in that order. A job is one
+//!   entry (`job` = the protobuf `Job`, `rid` = its request id). `back`
+//!   holds jobs handed back (their session ended, or their queue instance
+//!   died), with their deliveries so far in `d`: they go to the next free
+//!   credit ahead of new jobs. The lease tag is `<lane>|<entry id>`.
+//! - `job:<id>`: the request id's marker while its job is stored and as long
+//!   as its result is kept, its value the job's fingerprint: storing is
+//!   idempotent by request id (`enqueue.lua`).
+//! - `reply:<id>`: the instances with a caller waiting for the result.
 //! - `result:<request id>`: the protobuf `JobResult`, kept `result_ttl`.
 //! - `done:<instance id>`: the pub/sub channel that wakes callers waiting in
 //!   that queue-service instance; the message is the `JobResult`.
+//! - `dead:<queue>`: the dead-letter stream (`job`, `reason`, `at`).
 //! - `queues`: the set of queue names (for stats).
 //!
 //! Delivery: `lease` reads new entries with XREADGROUP under the consumer name
 //! of the dispatcher's session, so an entry stays in the group's pending list
 //! until `complete` stores the result, acknowledges (XACK) and deletes (XDEL)
-//! the entry and publishes the result, all in one MULTI. Entries pending with a
-//! consumer that is gone are reclaimed by XAUTOCLAIM once idle `reclaim_idle`:
-//! a dead dispatcher's jobs are released at once by its session (moved to the
-//! `released` consumer with a huge idle time), a dead queue instance's jobs
-//! after the idle time. While a job is held its idle time is reset every
-//! `reclaim_idle / 3`, so long jobs are not taken away. Redis' delivery count
-//! becomes `Job.deliveries`; past `max_deliveries` the job goes to the dead
-//! letters and its caller gets InferFail.
+//! the entry and publishes the result to every instance in `reply:<id>`, all
+//! in one script (`finish.lua`). When a session ends its entries move to the
+//! `back` lane at once (`return.lua`), which wakes every blocked reader of
+//! every instance. While a job is held its idle time is reset every
+//! `reclaim_idle / 3`; entries idle past `reclaim_idle` belong to a dead
+//! queue instance, and the first lease of any instance after that moves all
+//! of them to `back` (the same script). Deliveries past `max_deliveries` go to
+//! the dead letters and their caller gets InferFail.
 //!
 //! Connections (see [`crate::queue::redis::pool`]): commands go over a few pooled,
 //! multiplexed connections; each consumer's blocking XREADGROUP gets its own
@@ -43,7 +50,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{Script, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{DeadLetter, JobStore, JobStoreOptions};
+use super::store::{DeadLetter, Enqueued, JobStore, JobStoreOptions};
 use super::waiters::ResultWaiters;
 use crate::queue::error::StoreError;
 use crate::queue::redis::pool::{unavailable, HotConnection, RedisConnections};
@@ -61,19 +68,16 @@ use crate::proto::{unix_ms_now, Job, JobResult};
 use lease::{parse_tag, Entry};
 
 const GROUP: &str = "inferq";
-/// The consumer that released jobs are parked under until reclaimed.
-const RELEASED: &str = "released";
-/// Idle time given to released jobs so that the next XAUTOCLAIM takes them.
-const RELEASED_IDLE_MS: i64 = 1_000_000_000_000;
-const LANES: [&str; 2] = ["hi", "lo"];
+/// The lanes, in the order reads take them.
+const LANES: [&str; 3] = ["back", "hi", "lo"];
+/// The lane of jobs handed back.
+const BACK: usize = 0;
+/// Most entries one takeover moves (another follows at once when it was full).
+const TAKEOVER_BATCH: usize = 1000;
+/// How long a request id's marker outlives its deadline, for calls without one.
+const NO_DEADLINE_MS: i64 = 86_400_000;
 /// Most dead letters kept per queue.
 const DEAD_LETTER_MAXLEN: usize = 100_000;
-
-/// Which scan position and when, for XAUTOCLAIM on one queue.
-struct ReclaimState {
-    due: Instant,
-    cursors: [String; 2],
-}
 
 pub struct RedisJobStore {
     opts: RedisOptions,
@@ -86,10 +90,12 @@ pub struct RedisJobStore {
     blocking: Mutex<HashMap<String, MultiplexedConnection>>,
     /// Lease tags held by each (queue, consumer), to renew their idle time.
     held: Mutex<HashMap<(String, String), HashSet<String>>>,
-    reclaim: Mutex<HashMap<String, ReclaimState>>,
+    /// When each queue's next takeover of a dead instance's holds is due.
+    takeover_due: Mutex<HashMap<String, Instant>>,
     enqueue_script: Script,
     read_script: Script,
-    release_script: Script,
+    return_script: Script,
+    finish_script: Script,
 }
 
 fn is_nogroup(e: &redis::RedisError) -> bool {
@@ -100,7 +106,9 @@ const ENQUEUE_LUA: &str = include_str!("enqueue.lua");
 
 const READ_LUA: &str = include_str!("read.lua");
 
-const RELEASE_LUA: &str = include_str!("release.lua");
+const RETURN_LUA: &str = include_str!("return.lua");
+
+const FINISH_LUA: &str = include_str!("finish.lua");
 
 impl RedisJobStore {
     /// Builds the pool (connections are made on first use) and starts the
@@ -120,10 +128,11 @@ impl RedisJobStore {
             groups: Mutex::new(HashSet::new()),
             blocking: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
-            reclaim: Mutex::new(HashMap::new()),
+            takeover_due: Mutex::new(HashMap::new()),
             enqueue_script: Script::new(ENQUEUE_LUA),
             read_script: Script::new(READ_LUA),
-            release_script: Script::new(RELEASE_LUA),
+            return_script: Script::new(RETURN_LUA),
+            finish_script: Script::new(FINISH_LUA),
         });
         tokio::spawn(Arc::clone(&backend).subscribe_results(stop.clone()));
         tokio::spawn(Arc::clone(&backend).renew_leases(stop));
@@ -150,6 +159,19 @@ impl RedisJobStore {
         self.key(&format!("done:{instance}"))
     }
 
+    fn marker_key(&self, request_id: &str) -> String {
+        self.key(&format!("job:{request_id}"))
+    }
+
+    fn reply_key(&self, request_id: &str) -> String {
+        self.key(&format!("reply:{request_id}"))
+    }
+
+    /// The lanes of `queue`, in `LANES` order, as a script's first keys.
+    fn lane_keys(&self, queue: &str) -> [String; 3] {
+        [0, 1, 2].map(|lane| self.lane_key(queue, lane))
+    }
+
     /// A connection for one command or pipeline.
     async fn conn(&self) -> Result<HotConnection<'_>, StoreError> {
         self.conns.get().await
@@ -158,7 +180,9 @@ impl RedisJobStore {
     /// Waits until Redis answers a PING, logging while it does not; false
     /// when `stop` came first.
     pub async fn wait_until_reachable(&self, stop: &CancellationToken) -> bool {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        // Capped at 1 s: callers waiting for results hear them within a
+        // second of Redis's return.
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let mut logged = false;
         loop {
             let ping = async {
@@ -175,7 +199,7 @@ impl RedisJobStore {
                 }
                 Err(e) => {
                     if !logged {
-                        tracing::warn!(redis = %self.opts.display_addr(), error = %e, "redis unreachable; retrying with backoff (calls get 9702 meanwhile)");
+                        tracing::warn!(redis = %self.opts.display_addr(), error = %e, "redis unreachable; retrying with backoff (calls wait for it until their deadline, if Server.WaitForStore)");
                         logged = true;
                     }
                 }
@@ -232,32 +256,39 @@ impl RedisJobStore {
             .ignore();
     }
 
-    /// Store the result, acknowledge and delete the entry, wake the caller.
-    fn finish_cmds(
-        &self,
-        p: &mut redis::Pipeline,
-        queue: &str,
-        lane: usize,
-        id: &str,
-        job: &Job,
-        result: &JobResult,
-    ) {
-        let bytes = result.encode_to_vec();
-        p.cmd("SET")
-            .arg(self.result_key(&job.request_id))
-            .arg(&bytes)
-            .arg("PX")
-            .arg(self.jobs.result_ttl.as_millis() as u64)
-            .arg("NX")
-            .ignore();
-        self.remove_entry_cmds(p, queue, lane, id);
-        if !job.reply_to.is_empty() {
-            p.cmd("PUBLISH")
-                .arg(self.done_channel(&job.reply_to))
-                .arg(bytes)
-                .ignore();
+    /// Runs `finish.lua` for `done`: per job, the entry (when a lease
+    /// covers it) acknowledged and deleted, the first result stored and
+    /// published to the instances waiting for it. How many were stored.
+    pub(super) async fn finish(&self, done: &[Finished<'_>]) -> Result<usize, StoreError> {
+        if done.is_empty() {
+            return Ok(0);
         }
+        let mut inv = self.finish_script.prepare_invoke();
+        inv.arg(GROUP)
+            .arg(self.jobs.result_ttl.as_millis() as u64)
+            .arg(self.key("done:"));
+        for f in done {
+            inv.key(self.lane_key(f.queue, f.lane))
+                .key(self.result_key(f.request_id))
+                .key(self.marker_key(f.request_id))
+                .key(self.reply_key(f.request_id))
+                .arg(f.entry)
+                .arg(f.result.encode_to_vec())
+                .arg(if f.entry.is_empty() { "1" } else { "0" });
+        }
+        let mut c = self.conn().await?;
+        inv.invoke_async::<usize>(&mut c).await.map_err(unavailable)
     }
+}
+
+/// One job to complete with `finish.lua`.
+pub(super) struct Finished<'a> {
+    pub(super) queue: &'a str,
+    pub(super) lane: usize,
+    /// The stream entry id; empty when no lease covers the result.
+    pub(super) entry: &'a str,
+    pub(super) request_id: &'a str,
+    pub(super) result: &'a JobResult,
 }
 
 #[async_trait]
@@ -275,28 +306,65 @@ impl JobStore for RedisJobStore {
         "redis"
     }
 
-    async fn enqueue(&self, job: Job) -> Result<(), StoreError> {
+    async fn enqueue(&self, job: Job) -> Result<Enqueued, StoreError> {
+        // The marker lives until the deadline, then as long as a result;
+        // the waiting instances' set until a little past the deadline.
+        let to_deadline = if job.deadline_unix_ms > 0 {
+            (job.deadline_unix_ms - unix_ms_now()).max(0)
+        } else {
+            NO_DEADLINE_MS
+        };
+        let result_ttl = i64::try_from(self.jobs.result_ttl.as_millis()).unwrap_or(i64::MAX);
+        let marker_ttl = to_deadline.saturating_add(result_ttl).max(1);
+        let reply_ttl = to_deadline.saturating_add(10_000);
+        let [back, hi, lo] = self.lane_keys(&job.queue);
         let mut c = self.conn().await?;
         // Lua's KEYS are 1-based.
-        let lane = lane_of(&job) + 1;
-        let id: Option<String> = self
+        let reply: Vec<Value> = self
             .enqueue_script
-            .key(self.lane_key(&job.queue, 0))
-            .key(self.lane_key(&job.queue, 1))
+            .key(back)
+            .key(hi)
+            .key(lo)
             .key(self.key("queues"))
+            .key(self.marker_key(&job.request_id))
+            .key(self.result_key(&job.request_id))
+            .key(self.reply_key(&job.request_id))
             .arg(self.jobs.max_queue_length)
-            .arg(lane)
+            .arg(lane_of(&job) + 1)
             .arg(job.encode_to_vec())
             .arg(&job.queue)
+            .arg(&job.request_id)
+            .arg(job.fingerprint())
+            .arg(marker_ttl)
+            .arg(&self.jobs.instance_id)
+            .arg(reply_ttl)
+            .arg(if job.join_only { "1" } else { "0" })
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        match id {
-            Some(_) => Ok(()),
-            None => Err(StoreError::QueueFull {
+        let word = reply.first().and_then(reply::string).unwrap_or_default();
+        match word.as_str() {
+            "stored" => Ok(Enqueued::Stored),
+            "joined" => Ok(Enqueued::Joined),
+            "done" => {
+                let bytes = reply.get(1).and_then(reply::bytes).unwrap_or_default();
+                JobResult::decode(bytes.as_slice())
+                    .map(Enqueued::Done)
+                    .map_err(|e| StoreError::Unavailable(format!("stored result unreadable: {e}")))
+            }
+            "full" => Err(StoreError::QueueFull {
                 queue: job.queue.clone(),
                 limit: self.jobs.max_queue_length,
             }),
+            "conflict" => Err(StoreError::IdConflict {
+                request_id: job.request_id.clone(),
+            }),
+            "missing" => Err(StoreError::NothingToJoin {
+                request_id: job.request_id.clone(),
+            }),
+            other => Err(StoreError::Unavailable(format!(
+                "unexpected reply {other:?} from the enqueue script"
+            ))),
         }
     }
 
@@ -326,16 +394,33 @@ impl JobStore for RedisJobStore {
             }
             held.retain(|_, s| !s.is_empty());
         }
-        let mut p = redis::pipe();
-        p.atomic();
+        let mut finished = Vec::with_capacity(done.len());
         for (lease, result) in done {
             let (lane, id) = parse_tag(&lease.tag)
                 .ok_or_else(|| StoreError::Unavailable(format!("bad lease tag {:?}", lease.tag)))?;
-            self.finish_cmds(&mut p, &lease.job.queue, lane, id, &lease.job, result);
+            finished.push(Finished {
+                queue: &lease.job.queue,
+                lane,
+                entry: id,
+                request_id: &lease.job.request_id,
+                result,
+            });
         }
-        let mut c = self.conn().await?;
-        p.query_async::<()>(&mut c).await.map_err(unavailable)?;
+        self.finish(&finished).await?;
         Ok(())
+    }
+
+    async fn complete_unleased(&self, queue: &str, result: JobResult) -> Result<bool, StoreError> {
+        let stored = self
+            .finish(&[Finished {
+                queue,
+                lane: BACK,
+                entry: "",
+                request_id: &result.request_id,
+                result: &result,
+            }])
+            .await?;
+        Ok(stored > 0)
     }
 
     async fn release(&self, queue: &str, consumer: &str) -> Result<usize, StoreError> {
@@ -345,28 +430,8 @@ impl JobStore for RedisJobStore {
         self.held
             .lock()
             .remove(&(queue.to_string(), consumer.to_string()));
-        let mut c = self.conn().await?;
-        let mut n = 0usize;
-        for lane in 0..LANES.len() {
-            let r = self
-                .release_script
-                .key(self.lane_key(queue, lane))
-                .arg(GROUP)
-                .arg(consumer)
-                .arg(RELEASED)
-                .arg(RELEASED_IDLE_MS)
-                .invoke_async::<i64>(&mut c)
-                .await;
-            match r {
-                Ok(k) => n += k.max(0) as usize,
-                Err(e) if is_nogroup(&e) => {}
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
-        if n > 0 {
-            self.reclaim_soon(queue);
-        }
-        Ok(n)
+        let (moved, _answered) = self.hand_back(queue, consumer, 0).await?;
+        Ok(moved)
     }
 
     async fn depth(&self, queue: Option<&str>) -> Result<Vec<QueueDepth>, StoreError> {
@@ -444,11 +509,11 @@ impl JobStore for RedisJobStore {
     }
 }
 
-/// The lane a job goes to: `hi` (0) for priority > 0, else `lo` (1).
+/// The lane a new job goes to: `hi` for priority > 0, else `lo`.
 fn lane_of(job: &Job) -> usize {
     if job.priority > 0 {
-        0
-    } else {
         1
+    } else {
+        2
     }
 }

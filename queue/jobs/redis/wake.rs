@@ -15,7 +15,7 @@ impl RedisJobStore {
     /// Receives results for callers waiting in this instance.
     pub(super) async fn subscribe_results(self: Arc<Self>, stop: CancellationToken) {
         let channel = self.done_channel(&self.jobs.instance_id);
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let mut was_down = false;
         loop {
             if !self.wait_until_reachable(&stop).await {
