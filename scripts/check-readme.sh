@@ -21,8 +21,8 @@ setsid bash -c "$run_cmd" >"$log" 2>&1 &
 pid=$!
 cleanup() { kill -TERM -- "-$pid" 2>/dev/null || true; sleep 0.5; kill -KILL -- "-$pid" 2>/dev/null || true; rm -f "$log"; }
 trap cleanup EXIT
-# The run command builds inferq first: without the test build's
-# dev-dependency features that is a build of its own (minutes on two cores).
+# The run command builds inferq first (up to date when scripts/test.sh has
+# just built it; minutes on two cores otherwise).
 for _ in $(seq 1 1800); do
   grep -q "gateway-http listening on" "$log" && break
   kill -0 "$pid" 2>/dev/null || { echo "check-readme: run command exited:"; cat "$log"; exit 1; }

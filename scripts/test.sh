@@ -15,5 +15,9 @@ scripts/check-layout.sh
 # The state machines' unit tests, with arithmetic overflow checks on.
 cargo test --lib --bins
 cargo build --release --bins --examples
-cargo test --release
+# Before the release tests: the run command's build is the one just made.
+# (`cargo test` builds inferq again with the dev-dependencies' features and
+# puts that binary at target/release/inferq, which a later `cargo build`
+# would build over once more.)
 scripts/check-readme.sh
+cargo test --release

@@ -621,3 +621,89 @@ async fn redis_takes_over_a_dead_instances_holds_in_full_ahead_of_new_jobs() {
     assert!(rest[..39].iter().all(|l| l.job.deliveries == 2));
     stop_b.cancel();
 }
+
+/// Redis away for less than a call's deadline costs the call latency, not
+/// an error: it waits and stores its job once Redis answers. Calls beyond
+/// `max_calls_waiting_for_store` are refused at once (9702 at the edge), and
+/// with `wait_for_store` off every call is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waits_for_redis_until_its_deadline_within_the_waiting_bound() {
+    use inferq::proto::{unix_ms_now, CallError};
+    use inferq::queue::seen::MemorySeenKeys;
+    use inferq::queue::{QueueService, ServiceOptions};
+
+    let dir = common::TestDir::new();
+    let port = common::free_port();
+    let stop = CancellationToken::new();
+    let waiters = ResultWaiters::new();
+    let store = RedisJobStore::start(
+        redis_options(&format!("127.0.0.1:{port}"), "outage:"),
+        opts("W", 100, 3),
+        Arc::clone(&waiters),
+        stop.clone(),
+    )
+    .unwrap();
+    let service = |wait_for_store: bool| {
+        QueueService::new(
+            Arc::clone(&store) as Arc<dyn JobStore>,
+            Arc::new(MemorySeenKeys::new(16)),
+            Arc::clone(&waiters),
+            ServiceOptions {
+                instance_id: "W".into(),
+                wait_for_store,
+                max_calls_waiting_for_store: 1,
+                ..ServiceOptions::default()
+            },
+            None,
+        )
+    };
+    let waiting = service(true);
+    let refusing = service(false);
+    let with_deadline = |id: &str, ms: i64| {
+        let mut j = job(id, "q", 0, "W");
+        j.deadline_unix_ms = unix_ms_now() + ms;
+        j
+    };
+    // Nothing listens on the port yet.
+    let first = {
+        let s = Arc::clone(&waiting);
+        let j = with_deadline("waits", 20_000);
+        tokio::spawn(async move { s.call(j).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let full = waiting.call(with_deadline("second", 20_000)).await;
+    assert!(
+        matches!(&full, Err(CallError::Unavailable(m)) if m.contains("already wait")),
+        "beyond the bound: refused at once: {full:?}"
+    );
+    let off = refusing.call(with_deadline("off", 20_000)).await;
+    assert!(matches!(off, Err(CallError::Unavailable(_))), "{off:?}");
+    let short = Instant::now();
+    let late = waiting.call(with_deadline("short", 200)).await;
+    assert!(matches!(late, Err(CallError::Unavailable(_))), "{late:?}");
+    assert!(short.elapsed() < Duration::from_secs(5));
+
+    // Redis comes up on the port: the waiting call's job is stored.
+    let _server = common::RedisServer::start_on(dir.path(), port);
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = store
+            .lease("q", "c", 5, Duration::from_millis(100))
+            .await
+            .unwrap_or_default();
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(ids(&got), ["waits"], "stored once Redis answered");
+    store
+        .complete(&got[0], JobResult::output("waits", b"{}".to_vec()))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(answer.map(|r| r.request_id), Ok("waits".to_string()));
+    stop.cancel();
+}

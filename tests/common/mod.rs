@@ -18,8 +18,10 @@ pub const PLAIN_APP: &str = "PLAINAPP00000000000000000000000A";
 pub const PLAIN_SECRET: &str = "00000000000000000000000000000000";
 pub const SM2_KEY: &str = "JShsBOJL0RgPAoPttEB1hgtPAvCikOl0V1oTOYL7k5U=";
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_inferq")
+/// The `inferq` binary under test: this build's, or `INFERQ_TEST_BIN` (a
+/// benchmark measuring an earlier build against the same checks).
+pub fn bin() -> String {
+    std::env::var("INFERQ_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_inferq").to_string())
 }
 
 pub fn repo_root() -> PathBuf {
