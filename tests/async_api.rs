@@ -847,3 +847,57 @@ async fn the_example_file_serves_pmmlasync_as_written() {
         "{out}"
     );
 }
+
+/// An auto-commit watcher that stops reading loses only what reached its
+/// socket: the items the queue had handed to the watch but not yet written
+/// are committed only once written, so when the watch ends (a frame not
+/// sent within 10 s) they are ready for the next watch. Before, the queue
+/// removed them as it handed them out, and they were lost with the watch
+/// (the SDK's own module tripped on that once: an item put just after a
+/// watcher closed went to the closing watch).
+#[tokio::test]
+async fn an_auto_commit_watch_that_ends_loses_none_of_the_items_it_had_not_sent() {
+    use futures::StreamExt;
+    let queue = "      sink: {max_payload_size: 1024}\n      source: {max_length: 100}";
+    let sa = Deployment::start("memory", "/api/lr", queue, 5);
+    let eas = Eas::new(sa.gateway_http());
+    const N: usize = 40;
+    let big = "x".repeat(512 << 10);
+    let mut all = std::collections::BTreeSet::new();
+    for _ in 0..N {
+        all.insert(eas.put(true, &big).await.0);
+    }
+    // 20 MB for a client that reads nothing: the socket fills, a frame
+    // waits past the send timeout, the watch ends.
+    let mut slow = eas
+        .watch("slow", "_window_=5&_auto_commit_=true")
+        .await
+        .expect("watch");
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let mut got = std::collections::BTreeSet::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(2), slow.next()).await {
+        if let Message::Binary(b) = msg {
+            got.insert(frame(&b).0);
+        }
+    }
+    assert!(got.len() < N, "the watch ended early: {} frames", got.len());
+    let mut next = eas
+        .watch("slow", "_window_=5&_auto_commit_=true")
+        .await
+        .expect("the next watch");
+    while got.len() < N {
+        match tokio::time::timeout(Duration::from_secs(5), next.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                got.insert(frame(&b).0);
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    assert_eq!(got, all, "every item reached a watcher");
+    assert_eq!(
+        eas.length(true).await,
+        0,
+        "and each was committed once sent"
+    );
+}

@@ -236,7 +236,7 @@ async fn handle(
         }
         Method::GET if q.flag("_watch_")? => {
             let watch = cmd::watch::Watch::parse(&q, &mut parts).await?;
-            watch.apply(link, queue).await
+            watch.apply(&api.link, queue).await
         }
         Method::GET if q.flag("_attrs_")? => cmd::attributes::Attributes.apply(link, queue).await,
         Method::GET if q.flag("_search_")? => {

@@ -3,7 +3,13 @@
 //! and not committed, from `_index_`, committed as sent with `_auto_commit_`;
 //! `_index_only_` sends the items without their data. The consumer id is the
 //! `X-EAS-QueueService-Redis-Uid` header; one watch per consumer.
+//!
+//! `_auto_commit_` commits an item once its frame is written to the socket,
+//! not when the queue hands it out: the queue holds it for the watch like any
+//! other until then, so a watcher that goes away loses none of the items
+//! that were on their way to it (they are ready for its next watch).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -16,7 +22,10 @@ use tokio::time::Instant;
 
 use crate::gateway::eas::{ApiError, Query};
 use crate::proto::eas::HEADER_USER;
-use crate::proto::{AsyncQueueRef, AsyncWatchRequest, EasLink, ItemStream};
+use crate::proto::{
+    async_commit_request::Kind, AsyncCommitRequest, AsyncQueueRef, AsyncWatchRequest, EasLink,
+    ItemStream,
+};
 
 pub struct Watch {
     upgrade: WebSocketUpgrade,
@@ -63,11 +72,18 @@ impl Watch {
 
     pub async fn apply(
         self,
-        link: &dyn EasLink,
+        link: &Arc<dyn EasLink>,
         queue: AsyncQueueRef,
     ) -> Result<Response, ApiError> {
+        // Auto commit is done here, as each frame goes out: the queue holds
+        // the items meanwhile.
+        let commit_as_sent = self.request.auto_commit.then(|| AsCommitted {
+            link: Arc::clone(link),
+            queue: queue.clone(),
+        });
         let request = AsyncWatchRequest {
             queue: Some(queue),
+            auto_commit: false,
             ..self.request
         };
         // Claims the watch now, so a second one is refused before upgrading.
@@ -75,7 +91,32 @@ impl Watch {
         let index_only = self.index_only;
         Ok(self
             .upgrade
-            .on_upgrade(move |socket| send_items(socket, items, index_only)))
+            .on_upgrade(move |socket| send_items(socket, items, index_only, commit_as_sent)))
+    }
+}
+
+/// Where an auto-commit watch commits the items it has sent.
+struct AsCommitted {
+    link: Arc<dyn EasLink>,
+    queue: AsyncQueueRef,
+}
+
+impl AsCommitted {
+    /// Commits the item at `index`. When that fails the item stays held
+    /// and is ready again when the watch ends: delivered again, not lost.
+    async fn commit(&self, index: u64) {
+        let r = self
+            .link
+            .commit(AsyncCommitRequest {
+                queue: Some(self.queue.clone()),
+                indexes: vec![index],
+                kind: Kind::Commit as i32,
+                ..Default::default()
+            })
+            .await;
+        if let Err(status) = r {
+            tracing::warn!(index, error = %status.message(), "auto commit failed; the item is delivered again");
+        }
     }
 }
 
@@ -91,20 +132,35 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// consumer's uncommitted items for its next watch. A frame that cannot be
 /// sent within [`SEND_TIMEOUT`], or a client that answers nothing (not even
 /// our pings) for three [`PING_EVERY`]s, ends the watch.
-async fn send_items(mut socket: WebSocket, mut items: ItemStream, index_only: bool) {
+async fn send_items(
+    mut socket: WebSocket,
+    mut items: ItemStream,
+    index_only: bool,
+    commit_as_sent: Option<AsCommitted>,
+) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut heard = Instant::now();
     loop {
         tokio::select! {
+            // A close already read ends the watch before another item goes.
+            biased;
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => heard = Instant::now(),
+            },
             item = items.next() => match item {
                 Some(Ok(mut it)) => {
                     if index_only {
                         it.data.clear();
                     }
+                    let index = it.index;
                     let frame = Message::Binary(it.encode_to_vec().into());
                     if !send_within(&mut socket, frame).await {
                         return;
+                    }
+                    if let Some(c) = &commit_as_sent {
+                        c.commit(index).await;
                     }
                 }
                 Some(Err(status)) => {
@@ -116,10 +172,6 @@ async fn send_items(mut socket: WebSocket, mut items: ItemStream, index_only: bo
                     let _ = send_within(&mut socket, Message::Close(None)).await;
                     return;
                 }
-            },
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => heard = Instant::now(),
             },
             _ = ping.tick() => {
                 if heard.elapsed() > 3 * PING_EVERY {
