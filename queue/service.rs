@@ -144,7 +144,7 @@ impl QueueService {
         job.deliveries = 0;
         // Register before enqueueing so that a fast result is not missed.
         let mut waiter = self.waiters.register(&job.request_id);
-        match self.store(job, deadline).await? {
+        match self.store(&job, deadline).await? {
             Enqueued::Done(result) => return Ok(result),
             Enqueued::Stored => metrics::QUEUE_ENQUEUED.inc(),
             Enqueued::Joined => metrics::QUEUE_JOINED.inc(),
@@ -162,8 +162,8 @@ impl QueueService {
     /// to wait for it, retries with backoff (50 ms doubling to 1 s) until the
     /// next try would pass `deadline`; at most `max_calls_waiting_for_store`
     /// calls wait at once, the others are refused at once.
-    async fn store(&self, job: Job, deadline: Instant) -> Result<Enqueued, CallError> {
-        let first = match self.jobs.enqueue(job.clone()).await {
+    async fn store(&self, job: &Job, deadline: Instant) -> Result<Enqueued, CallError> {
+        let first = match self.jobs.enqueue(job).await {
             Err(StoreError::Unavailable(why)) if self.opts.wait_for_store => why,
             other => return Ok(other?),
         };
@@ -185,7 +185,7 @@ impl QueueService {
                 )));
             }
             tokio::time::sleep(delay).await;
-            match self.jobs.enqueue(job.clone()).await {
+            match self.jobs.enqueue(job).await {
                 Err(StoreError::Unavailable(again)) => why = again,
                 other => return Ok(other?),
             }

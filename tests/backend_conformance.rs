@@ -117,8 +117,8 @@ async fn enqueue_lease_complete(make: &Make) {
     let s = make(opts("i1", 10, 3)).await;
     let b = &s.backend;
     let mut waiter = s.waiters.register("a");
-    b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap();
-    b.enqueue(job("b", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("a", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("b", "q", 0, &s.instance)).await.unwrap();
     let first = b.lease("q", "c1", 1, NO_WAIT).await.unwrap();
     assert_eq!(ids(&first), ["a"], "lease respects max and order");
     assert_eq!(first[0].job.deliveries, 1);
@@ -153,7 +153,7 @@ async fn fifo_with_priority(make: &Make) {
     let s = make(opts("i1", 10, 3)).await;
     let b = &s.backend;
     for (id, p) in [("a", 0), ("b", 0), ("c", 1), ("d", 0), ("e", 1)] {
-        b.enqueue(job(id, "q", p, &s.instance)).await.unwrap();
+        b.enqueue(&job(id, "q", p, &s.instance)).await.unwrap();
     }
     let got = b.lease("q", "c1", 10, NO_WAIT).await.unwrap();
     assert_eq!(ids(&got), ["c", "e", "a", "b", "d"]);
@@ -163,33 +163,33 @@ async fn bounded(make: &Make) {
     let s = make(opts("i1", 3, 3)).await;
     let b = &s.backend;
     for id in ["a", "b", "c"] {
-        b.enqueue(job(id, "q", 0, &s.instance)).await.unwrap();
+        b.enqueue(&job(id, "q", 0, &s.instance)).await.unwrap();
     }
-    let full = b.enqueue(job("d", "q", 1, &s.instance)).await.unwrap_err();
+    let full = b.enqueue(&job("d", "q", 1, &s.instance)).await.unwrap_err();
     assert!(
         matches!(full, StoreError::QueueFull { limit: 3, .. }),
         "{full:?}"
     );
     let l = b.lease("q", "c1", 1, NO_WAIT).await.unwrap();
     assert!(
-        b.enqueue(job("d", "q", 0, &s.instance)).await.is_err(),
+        b.enqueue(&job("d", "q", 0, &s.instance)).await.is_err(),
         "a leased job still counts against the limit"
     );
     b.complete(&l[0], JobResult::output("a", b"{}".to_vec()))
         .await
         .unwrap();
-    b.enqueue(job("d", "q", 0, &s.instance))
+    b.enqueue(&job("d", "q", 0, &s.instance))
         .await
         .expect("room after a completion");
     // Another queue has its own limit.
-    b.enqueue(job("x", "other", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("x", "other", 0, &s.instance)).await.unwrap();
 }
 
 async fn redelivery_after_release(make: &Make) {
     let s = make(opts("i1", 10, 3)).await;
     let b = &s.backend;
-    b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap();
-    b.enqueue(job("b", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("a", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("b", "q", 0, &s.instance)).await.unwrap();
     let l = b.lease("q", "c1", 1, NO_WAIT).await.unwrap();
     assert_eq!(ids(&l), ["a"]);
     assert_eq!(b.release("q", "c1").await.unwrap(), 1);
@@ -211,8 +211,8 @@ async fn dead_letter_and_requeue(make: &Make) {
     let s = make(opts("i1", 10, 2)).await;
     let b = &s.backend;
     let mut waiter = s.waiters.register("a");
-    b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap();
-    b.enqueue(job("b", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("a", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("b", "q", 0, &s.instance)).await.unwrap();
     for consumer in ["c1", "c2"] {
         let l = b.lease("q", consumer, 1, NO_WAIT).await.unwrap();
         assert_eq!(ids(&l), ["a"]);
@@ -267,7 +267,7 @@ async fn lease_waits_and_wakes(make: &Make) {
         tokio::spawn(async move { b2.lease("q", "c1", 4, Duration::from_secs(10)).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let t = Instant::now();
-    b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("a", "q", 0, &s.instance)).await.unwrap();
     let got = waiting.await.unwrap().unwrap();
     assert_eq!(ids(&got), ["a"]);
     assert!(
@@ -280,8 +280,8 @@ async fn results_by_id_and_queues_apart(make: &Make) {
     let s = make(opts("i1", 10, 3)).await;
     let b = &s.backend;
     assert!(b.result("never").await.unwrap().is_none());
-    b.enqueue(job("q1-a", "q1", 0, &s.instance)).await.unwrap();
-    b.enqueue(job("q2-a", "q2", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("q1-a", "q1", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("q2-a", "q2", 0, &s.instance)).await.unwrap();
     let l = b.lease("q1", "c1", 10, NO_WAIT).await.unwrap();
     assert_eq!(ids(&l), ["q1-a"], "queues are separate");
     b.complete(&l[0], JobResult::error("q1-a", 1234, "bad"))
@@ -308,19 +308,19 @@ async fn enqueue_is_idempotent_by_request_id(make: &Make) {
     let b = &s.backend;
     let mut first = s.waiters.register("a");
     assert_eq!(
-        b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap(),
+        b.enqueue(&job("a", "q", 0, &s.instance)).await.unwrap(),
         Enqueued::Stored
     );
     let mut second = s.waiters.register("a");
     assert_eq!(
-        b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap(),
+        b.enqueue(&job("a", "q", 0, &s.instance)).await.unwrap(),
         Enqueued::Joined,
         "a resend joins"
     );
     let mut other = job("a", "q", 0, &s.instance);
     other.params_json = b"{\"other\":1}".to_vec();
     assert!(matches!(
-        b.enqueue(other.clone()).await,
+        b.enqueue(&other).await,
         Err(StoreError::IdConflict { .. })
     ));
     let d = b.depth(Some("q")).await.unwrap();
@@ -337,7 +337,7 @@ async fn enqueue_is_idempotent_by_request_id(make: &Make) {
             .unwrap();
         assert_eq!(r.request_id, "a");
     }
-    match b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap() {
+    match b.enqueue(&job("a", "q", 0, &s.instance)).await.unwrap() {
         Enqueued::Done(r) => assert_eq!(
             r.outcome,
             Some(job_result::Outcome::OutputJson(b"{\"y\":1}".to_vec()))
@@ -349,13 +349,13 @@ async fn enqueue_is_idempotent_by_request_id(make: &Make) {
         "and runs nothing"
     );
     assert!(matches!(
-        b.enqueue(other).await,
+        b.enqueue(&other).await,
         Err(StoreError::IdConflict { .. })
     ));
     let mut join = job("nobody", "q", 0, &s.instance);
     join.join_only = true;
     assert!(matches!(
-        b.enqueue(join).await,
+        b.enqueue(&join).await,
         Err(StoreError::NothingToJoin { .. })
     ));
 }
@@ -368,8 +368,8 @@ async fn an_unleased_answer_completes_the_stored_job(make: &Make) {
     let s = make(opts("i1", 10, 3)).await;
     let b = &s.backend;
     let mut waiter = s.waiters.register("a");
-    b.enqueue(job("a", "q", 0, &s.instance)).await.unwrap();
-    b.enqueue(job("b", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("a", "q", 0, &s.instance)).await.unwrap();
+    b.enqueue(&job("b", "q", 0, &s.instance)).await.unwrap();
     let l = b.lease("q", "lost", 1, NO_WAIT).await.unwrap();
     assert_eq!(ids(&l), ["a"]);
     assert!(b
@@ -446,7 +446,7 @@ async fn redis_instances_share_queues_and_reclaim() {
     tokio::time::sleep(Duration::from_millis(150)).await;
 
     let mut waiter = wa.register("x");
-    a.enqueue(job("x", "q", 0, "A")).await.unwrap();
+    a.enqueue(&job("x", "q", 0, "A")).await.unwrap();
     let l = b.lease("q", "cb", 1, NO_WAIT).await.unwrap();
     assert_eq!(ids(&l), ["x"]);
     b.complete(&l[0], JobResult::output("x", b"{}".to_vec()))
@@ -459,7 +459,7 @@ async fn redis_instances_share_queues_and_reclaim() {
     assert_eq!(r.request_id, "x");
 
     // Instance A leases a job and dies without releasing it.
-    a.enqueue(job("y", "q", 0, "B")).await.unwrap();
+    a.enqueue(&job("y", "q", 0, "B")).await.unwrap();
     let l = a.lease("q", "ca", 1, NO_WAIT).await.unwrap();
     assert_eq!(ids(&l), ["y"]);
     stop_a.cancel();
@@ -485,7 +485,7 @@ async fn redis_instances_share_queues_and_reclaim() {
         .unwrap();
 
     // A held job is renewed and not reclaimed while its holder lives.
-    b.enqueue(job("z", "q", 0, "B")).await.unwrap();
+    b.enqueue(&job("z", "q", 0, "B")).await.unwrap();
     let held = b.lease("q", "cb", 1, NO_WAIT).await.unwrap();
     assert_eq!(ids(&held), ["z"]);
     let c = RedisJobStore::start(
@@ -520,7 +520,7 @@ async fn redis_entries_that_are_not_jobs_are_dead_lettered_alone() {
     )
     .unwrap();
     assert!(store.wait_until_reachable(&stop).await);
-    store.enqueue(job("before", "q", 0, "")).await.unwrap();
+    store.enqueue(&job("before", "q", 0, "")).await.unwrap();
     let client = redis::Client::open(format!("redis://{}", server.addr())).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     for (field, value) in [("job", &b"\xff\xff not protobuf"[..]), ("other", b"x")] {
@@ -533,7 +533,7 @@ async fn redis_entries_that_are_not_jobs_are_dead_lettered_alone() {
             .await
             .unwrap();
     }
-    store.enqueue(job("after", "q", 0, "")).await.unwrap();
+    store.enqueue(&job("after", "q", 0, "")).await.unwrap();
 
     let leased = store.lease("q", "c1", 10, NO_WAIT).await.expect("lease");
     assert_eq!(ids(&leased), ["before", "after"]);
@@ -586,7 +586,7 @@ async fn redis_takes_over_a_dead_instances_holds_in_full_ahead_of_new_jobs() {
     .unwrap();
     assert!(a.wait_until_reachable(&stop_a).await);
     for n in 0..40 {
-        a.enqueue(job(&format!("held{n:02}"), "q", 0, "A"))
+        a.enqueue(&job(&format!("held{n:02}"), "q", 0, "A"))
             .await
             .unwrap();
     }
@@ -598,7 +598,7 @@ async fn redis_takes_over_a_dead_instances_holds_in_full_ahead_of_new_jobs() {
     stop_a.cancel();
     drop(a);
     for n in 0..10 {
-        b.enqueue(job(&format!("new{n:02}"), "q", 0, "B"))
+        b.enqueue(&job(&format!("new{n:02}"), "q", 0, "B"))
             .await
             .unwrap();
     }

@@ -191,7 +191,7 @@ impl JobStore for MemoryJobStore {
         "memory"
     }
 
-    async fn enqueue(&self, job: Job) -> Result<Enqueued, StoreError> {
+    async fn enqueue(&self, job: &Job) -> Result<Enqueued, StoreError> {
         let fingerprint = job.fingerprint();
         let conflict = || StoreError::IdConflict {
             request_id: job.request_id.clone(),
@@ -226,7 +226,7 @@ impl JobStore for MemoryJobStore {
                 });
             }
             stored.insert(job.request_id.clone(), fingerprint);
-            lanes.push_back(job);
+            lanes.push_back(job.clone());
             drop(lanes);
             q
         };
@@ -454,10 +454,10 @@ mod tests {
     #[tokio::test]
     async fn fifo_with_priority_lane_and_bounded() {
         let (b, _) = backend(3, 3);
-        b.enqueue(job("a", 0)).await.unwrap();
-        b.enqueue(job("b", 0)).await.unwrap();
-        b.enqueue(job("c", 1)).await.unwrap();
-        let full = b.enqueue(job("d", 0)).await.unwrap_err();
+        b.enqueue(&job("a", 0)).await.unwrap();
+        b.enqueue(&job("b", 0)).await.unwrap();
+        b.enqueue(&job("c", 1)).await.unwrap();
+        let full = b.enqueue(&job("d", 0)).await.unwrap_err();
         assert!(matches!(full, StoreError::QueueFull { limit: 3, .. }));
         let got = b.lease("q", "c1", 10, NO_WAIT).await.unwrap();
         let ids: Vec<_> = got.iter().map(|l| l.job.request_id.as_str()).collect();
@@ -469,8 +469,8 @@ mod tests {
     async fn lease_respects_max_and_complete_wakes_the_caller_once() {
         let (b, w) = backend(10, 3);
         let mut waiter = w.register("a");
-        b.enqueue(job("a", 0)).await.unwrap();
-        b.enqueue(job("b", 0)).await.unwrap();
+        b.enqueue(&job("a", 0)).await.unwrap();
+        b.enqueue(&job("b", 0)).await.unwrap();
         let first = b.lease("q", "c1", 1, NO_WAIT).await.unwrap();
         assert_eq!(first.len(), 1);
         let d = b.depth(Some("q")).await.unwrap();
@@ -488,8 +488,8 @@ mod tests {
     async fn released_jobs_come_back_first_and_dead_letter_after_max_deliveries() {
         let (b, w) = backend(10, 2);
         let mut waiter = w.register("a");
-        b.enqueue(job("a", 0)).await.unwrap();
-        b.enqueue(job("b", 0)).await.unwrap();
+        b.enqueue(&job("a", 0)).await.unwrap();
+        b.enqueue(&job("b", 0)).await.unwrap();
         let l = b.lease("q", "c1", 1, NO_WAIT).await.unwrap();
         assert_eq!(l[0].job.request_id, "a");
         assert_eq!(b.release("q", "c1").await.unwrap(), 1);
@@ -523,7 +523,7 @@ mod tests {
         let waiting =
             tokio::spawn(async move { b2.lease("q", "c1", 4, Duration::from_secs(10)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        b.enqueue(job("x", 0)).await.unwrap();
+        b.enqueue(&job("x", 0)).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(2), waiting)
             .await
             .expect("woken, not polled")

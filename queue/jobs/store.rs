@@ -90,7 +90,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// `Joined`, or `IdConflict` when [`Job::fingerprint`] differs) or its
     /// result is kept (`Done`). Refused with `QueueFull` when the queue is at
     /// its limit; with `job.join_only`, stores nothing new (`NothingToJoin`).
-    async fn enqueue(&self, job: Job) -> Result<Enqueued, StoreError>;
+    async fn enqueue(&self, job: &Job) -> Result<Enqueued, StoreError>;
 
     /// Hands up to `max` jobs of `queue` to `consumer`, waiting up to `wait`
     /// for the first one (an empty vector when none came). Increments each

@@ -91,18 +91,6 @@ pub fn stream_reply(v: Value) -> Vec<(String, Entries)> {
         .collect()
 }
 
-/// The delivery count in an `XPENDING key group id id 1` reply.
-pub fn pending_count(v: &Value) -> Option<u32> {
-    let Value::Array(rows) = v else { return None };
-    let Value::Array(row) = rows.first()? else {
-        return None;
-    };
-    match row.get(3)? {
-        Value::Int(n) => Some((*n).max(0) as u32),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

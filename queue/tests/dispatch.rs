@@ -146,7 +146,7 @@ impl Dispatcher {
 async fn credits_bound_the_jobs_in_hand_and_come_back_with_results() {
     let h = harness();
     for i in 0..5 {
-        h.store.enqueue(job(&format!("j{i}"), 0)).await.unwrap();
+        h.store.enqueue(&job(&format!("j{i}"), 0)).await.unwrap();
     }
     let mut d = Dispatcher::open(&h, 2).await;
     let first = d.next_job().await.expect("a job");
@@ -181,7 +181,7 @@ async fn credits_bound_the_jobs_in_hand_and_come_back_with_results() {
 async fn a_stream_that_ends_returns_its_jobs_to_the_next_dispatcher() {
     let h = harness();
     for i in 0..3 {
-        h.store.enqueue(job(&format!("j{i}"), 0)).await.unwrap();
+        h.store.enqueue(&job(&format!("j{i}"), 0)).await.unwrap();
     }
     let mut a = Dispatcher::open(&h, 3).await;
     for _ in 0..3 {
@@ -205,10 +205,10 @@ async fn an_expired_job_is_answered_and_not_sent() {
     let h = harness();
     let mut waiter = h.waiters.register("late");
     h.store
-        .enqueue(job("late", unix_ms_now() - 1))
+        .enqueue(&job("late", unix_ms_now() - 1))
         .await
         .unwrap();
-    h.store.enqueue(job("fresh", 0)).await.unwrap();
+    h.store.enqueue(&job("fresh", 0)).await.unwrap();
     let mut d = Dispatcher::open(&h, 4).await;
     assert_eq!(
         d.next_job().await.expect("the fresh job").request_id,
@@ -241,11 +241,11 @@ async fn a_stream_must_open_with_hello() {
 #[tokio::test(start_paused = true)]
 async fn after_drain_no_new_job_is_sent_and_results_still_count() {
     let h = harness();
-    h.store.enqueue(job("j0", 0)).await.unwrap();
+    h.store.enqueue(&job("j0", 0)).await.unwrap();
     let mut d = Dispatcher::open(&h, 4).await;
     assert!(d.next_job().await.is_some());
     d.send(dispatcher_message::Kind::Drain(Drain {})).await;
-    h.store.enqueue(job("j1", 0)).await.unwrap();
+    h.store.enqueue(&job("j1", 0)).await.unwrap();
     assert!(d.next_job().await.is_none(), "draining: nothing new");
     let mut waiter = h.waiters.register("j0");
     d.answer("j0").await;
@@ -258,9 +258,9 @@ async fn after_drain_no_new_job_is_sent_and_results_still_count() {
 async fn a_request_id_stored_twice_runs_once_and_returns_both_credits() {
     // A gateway's failover resend can store the same request id twice.
     let h = harness();
-    h.store.enqueue(job("dup", 0)).await.unwrap();
-    h.store.enqueue(job("dup", 0)).await.unwrap();
-    h.store.enqueue(job("other", 0)).await.unwrap();
+    h.store.enqueue(&job("dup", 0)).await.unwrap();
+    h.store.enqueue(&job("dup", 0)).await.unwrap();
+    h.store.enqueue(&job("other", 0)).await.unwrap();
     let mut d = Dispatcher::open(&h, 3).await;
     let mut sent = Vec::new();
     while let Some(j) = d.next_job().await {
@@ -272,7 +272,7 @@ async fn a_request_id_stored_twice_runs_once_and_returns_both_credits() {
     answered(&mut waiter).await;
     // Both leases of "dup" are done: two credits back, one still out ("other").
     for id in ["a", "b", "c"] {
-        h.store.enqueue(job(id, 0)).await.unwrap();
+        h.store.enqueue(&job(id, 0)).await.unwrap();
     }
     let mut more = Vec::new();
     while let Some(j) = d.next_job().await {

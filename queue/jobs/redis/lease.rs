@@ -61,16 +61,6 @@ impl Read {
     }
 }
 
-/// A whole number from a script's reply (Lua numbers arrive as integers).
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Int(i) => *i,
-        other => reply::string(other)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-    }
-}
-
 pub(super) fn parse_tag(tag: &str) -> Option<(usize, &str)> {
     let (lane, id) = tag.split_once('|')?;
     let lane: usize = lane.parse().ok()?;
@@ -85,13 +75,11 @@ impl RedisJobStore {
         consumer: &str,
         max: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let [back, hi, lo] = self.lane_keys(queue);
         let mut c = self.conn().await?;
         let r = self
             .read_script
-            .key(back)
-            .key(hi)
-            .key(lo)
+            // back, hi, lo: the lanes in read order.
+            .key(&self.lane_keys(queue)[..])
             .arg(GROUP)
             .arg(consumer)
             .arg(max)
@@ -110,10 +98,12 @@ impl RedisJobStore {
             let [lane, id, before, has_job, job] = chunk else {
                 continue;
             };
-            let lane = (int(lane).max(0) as usize).min(LANES.len() - 1);
+            let lane = usize::try_from(reply::count(lane))
+                .unwrap_or(usize::MAX)
+                .min(LANES.len() - 1);
             let id = reply::string(id).unwrap_or_default();
-            let before = u32::try_from(int(before).max(0)).unwrap_or(u32::MAX);
-            let job = (int(has_job) == 1).then(|| reply::bytes(job).unwrap_or_default());
+            let before = u32::try_from(reply::count(before)).unwrap_or(u32::MAX);
+            let job = (reply::count(has_job) == 1).then(|| reply::bytes_or_empty(job));
             read.sort(lane, id, before, job);
         }
         Ok(self.keep_jobs(queue, read).await)
@@ -274,13 +264,11 @@ impl RedisJobStore {
         consumer: &str,
         idle: u64,
     ) -> Result<(usize, usize), StoreError> {
-        let [back, hi, lo] = self.lane_keys(queue);
         let mut c = self.conn().await?;
         let r = self
             .return_script
-            .key(back)
-            .key(hi)
-            .key(lo)
+            // back, hi, lo: the lanes in read order.
+            .key(&self.lane_keys(queue)[..])
             .arg(GROUP)
             .arg(consumer)
             .arg(idle)

@@ -306,7 +306,7 @@ impl JobStore for RedisJobStore {
         "redis"
     }
 
-    async fn enqueue(&self, job: Job) -> Result<Enqueued, StoreError> {
+    async fn enqueue(&self, job: &Job) -> Result<Enqueued, StoreError> {
         // The marker lives until the deadline, then as long as a result;
         // the waiting instances' set until a little past the deadline.
         let to_deadline = if job.deadline_unix_ms > 0 {
@@ -317,20 +317,18 @@ impl JobStore for RedisJobStore {
         let result_ttl = i64::try_from(self.jobs.result_ttl.as_millis()).unwrap_or(i64::MAX);
         let marker_ttl = to_deadline.saturating_add(result_ttl).max(1);
         let reply_ttl = to_deadline.saturating_add(10_000);
-        let [back, hi, lo] = self.lane_keys(&job.queue);
         let mut c = self.conn().await?;
         // Lua's KEYS are 1-based.
         let reply: Vec<Value> = self
             .enqueue_script
-            .key(back)
-            .key(hi)
-            .key(lo)
+            // back, hi, lo: the lanes in read order.
+            .key(&self.lane_keys(&job.queue)[..])
             .key(self.key("queues"))
             .key(self.marker_key(&job.request_id))
             .key(self.result_key(&job.request_id))
             .key(self.reply_key(&job.request_id))
             .arg(self.jobs.max_queue_length)
-            .arg(lane_of(&job) + 1)
+            .arg(lane_of(job) + 1)
             .arg(job.encode_to_vec())
             .arg(&job.queue)
             .arg(&job.request_id)
