@@ -8,7 +8,9 @@
 //! starves) from the waiting jobs closest to it in length (so short texts are
 //! not padded to a long one), within `max_batch_size` items and
 //! `max_batch_tokens` padded tokens, and runs as one [`Model::infer_batch`]
-//! call on a blocking thread. The rest wait for the next batch.
+//! call on a blocking thread. The rest wait for the next batch. A model with a
+//! server of its own gets the batch's bodies in one
+//! [`crate::model_zoo::ServedModel::call_batch`], awaited on the runtime.
 //!
 //! Credits stay the flow control: the queue sends at most MaxWorkers jobs, so
 //! at most that many wait here; batches are formed from what is held.
@@ -19,14 +21,26 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::answer::{model_answer, Reply};
+use super::answer::{model_answer, served_answer, Answer, Reply};
 use crate::model_zoo::{BatchCost, BatchPolicy, Model, ModelError, Params};
 use crate::proto::{unix_ms_now, Job, JobResult};
+
+/// What a job brings to its batch.
+pub enum BatchInput {
+    /// Parameters for an in-process model.
+    Params(Params),
+    /// The job's body as it came, for a model server (`from_payload`: a
+    /// PAI-EAS item, whose answer goes to a sink as it is).
+    Body {
+        body: bytes::Bytes,
+        from_payload: bool,
+    },
+}
 
 /// A job waiting for a batch.
 pub struct Pending {
     pub request_id: String,
-    pub params: Params,
+    pub input: BatchInput,
     pub cost: BatchCost,
     pub deadline_unix_ms: i64,
     /// Where its result goes; holds the job's place in the node.
@@ -73,21 +87,38 @@ impl Batcher {
     /// InferFail at once.
     pub fn submit(&self, job: Job, done: Reply) {
         let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
-        let params = match serde_json::from_slice::<Params>(&job.params_json) {
-            Ok(p) => p,
-            Err(e) => {
-                let r = JobResult::error(
-                    &job.request_id,
-                    self.infer_fail,
-                    format!("parameters are not a JSON object: {e}"),
-                );
-                return done.send(r);
+        let (input, cost) = if self.model.served().is_some() {
+            let input = BatchInput::Body {
+                body: job.params_json.into(),
+                from_payload: job.from_payload,
+            };
+            (
+                input,
+                BatchCost {
+                    items: 1,
+                    longest: 1,
+                },
+            )
+        } else {
+            match serde_json::from_slice::<Params>(&job.params_json) {
+                Ok(p) => {
+                    let cost = self.model.batch_cost(&p);
+                    (BatchInput::Params(p), cost)
+                }
+                Err(e) => {
+                    let r = JobResult::error(
+                        &job.request_id,
+                        self.infer_fail,
+                        format!("parameters are not a JSON object: {e}"),
+                    );
+                    return done.send(r);
+                }
             }
         };
         let pending = Pending {
-            cost: self.model.batch_cost(&params),
+            cost,
             request_id: job.request_id,
-            params,
+            input,
             deadline_unix_ms: job.deadline_unix_ms,
             done,
             span,
@@ -224,43 +255,113 @@ async fn run(
                     waited_us = batch[0].arrived.elapsed().as_micros() as u64,
                     "batch started"
                 );
-                let inputs: Vec<(String, Params)> = batch
-                    .iter_mut()
-                    .map(|w| (w.job.request_id.clone(), std::mem::take(&mut w.job.params)))
-                    .collect();
-                let n = inputs.len();
-                let ran = tokio::task::spawn_blocking({
-                    let model = Arc::clone(&model);
-                    move || model.infer_batch(inputs)
-                })
-                .await;
-                let outputs: Vec<Result<Params, ModelError>> = match ran {
-                    Ok(v) if v.len() == n => v,
-                    Ok(v) => {
-                        tracing::error!(
-                            got = v.len(),
-                            want = n,
-                            "infer_batch returned the wrong number of results"
-                        );
-                        (0..n)
-                            .map(|_| Err(ModelError::new("the model returned too few results")))
-                            .collect()
-                    }
-                    Err(join) => {
-                        tracing::error!(error = %join, "model panicked");
-                        (0..n)
-                            .map(|_| Err(ModelError::new("the model panicked")))
-                            .collect()
-                    }
+                let answers = if let Some(server) = model.served() {
+                    run_served(server, &mut batch, codes.infer_fail).await
+                } else {
+                    run_in_process(&model, &mut batch, codes.infer_fail).await
                 };
-                for (w, out) in batch.into_iter().zip(outputs) {
-                    let r = model_answer(&w.job.request_id, out, codes.infer_fail);
-                    w.job.done.send(r);
+                for (w, answer) in batch.into_iter().zip(answers) {
+                    w.job.done.send(answer);
                 }
             }
             .instrument(span),
         );
     }
+}
+
+/// Runs a batch in the model, on a blocking thread: one answer per job.
+async fn run_in_process(
+    model: &Arc<dyn Model>,
+    batch: &mut [Waiting],
+    infer_fail: i32,
+) -> Vec<Answer> {
+    let inputs: Vec<(String, Params)> = batch
+        .iter_mut()
+        .map(|w| {
+            let params =
+                match std::mem::replace(&mut w.job.input, BatchInput::Params(Params::new())) {
+                    BatchInput::Params(p) => p,
+                    // Only a served model's jobs carry bodies.
+                    BatchInput::Body { .. } => Params::new(),
+                };
+            (w.job.request_id.clone(), params)
+        })
+        .collect();
+    let n = inputs.len();
+    let ran = tokio::task::spawn_blocking({
+        let model = Arc::clone(model);
+        move || model.infer_batch(inputs)
+    })
+    .await;
+    let outputs: Vec<Result<Params, ModelError>> = match ran {
+        Ok(v) if v.len() == n => v,
+        Ok(v) => {
+            tracing::error!(
+                got = v.len(),
+                want = n,
+                "infer_batch returned the wrong number of results"
+            );
+            (0..n)
+                .map(|_| Err(ModelError::new("the model returned too few results")))
+                .collect()
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "model panicked");
+            (0..n)
+                .map(|_| Err(ModelError::new("the model panicked")))
+                .collect()
+        }
+    };
+    batch
+        .iter()
+        .zip(outputs)
+        .map(|(w, out)| model_answer(&w.job.request_id, out, infer_fail))
+        .collect()
+}
+
+/// Sends a batch to the model's server as one call: one answer per job.
+async fn run_served(
+    server: &dyn crate::model_zoo::ServedModel,
+    batch: &mut [Waiting],
+    infer_fail: i32,
+) -> Vec<Answer> {
+    let mut from_payload = Vec::with_capacity(batch.len());
+    let bodies: Vec<(String, bytes::Bytes)> = batch
+        .iter_mut()
+        .map(|w| {
+            let (body, payload) =
+                match std::mem::replace(&mut w.job.input, BatchInput::Params(Params::new())) {
+                    BatchInput::Body { body, from_payload } => (body, from_payload),
+                    BatchInput::Params(p) => {
+                        (serde_json::to_vec(&p).unwrap_or_default().into(), false)
+                    }
+                };
+            from_payload.push(payload);
+            (w.job.request_id.clone(), body)
+        })
+        .collect();
+    let n = bodies.len();
+    let mut outputs = server.call_batch(bodies).await;
+    if outputs.len() != n {
+        tracing::error!(
+            got = outputs.len(),
+            want = n,
+            "call_batch returned the wrong number of answers"
+        );
+        outputs = (0..n)
+            .map(|_| {
+                Err(ModelError::new(
+                    "the model server returned the wrong number of answers",
+                ))
+            })
+            .collect();
+    }
+    batch
+        .iter()
+        .zip(outputs)
+        .zip(from_payload)
+        .map(|((w, out), payload)| served_answer(&w.job.request_id, payload, out, infer_fail))
+        .collect()
 }
 
 #[cfg(test)]
@@ -285,7 +386,7 @@ mod tests {
                 arrived: Instant::now(),
                 job: Pending {
                     request_id: format!("j{i}"),
-                    params: Params::new(),
+                    input: BatchInput::Params(Params::new()),
                     cost: BatchCost { items, longest },
                     deadline_unix_ms: 0,
                     done: reply(&tx),
@@ -396,10 +497,13 @@ mod tests {
         drop(busy);
         let mut answered = 0;
         while answered < n {
-            let r = rx.recv().await.expect("every job is answered").result;
+            let r = rx.recv().await.expect("every job is answered").answer;
             assert!(matches!(
-                r.outcome,
-                Some(crate::proto::job_result::Outcome::OutputJson(_))
+                r,
+                Answer::Result(crate::proto::JobResult {
+                    outcome: Some(crate::proto::job_result::Outcome::OutputJson(_)),
+                    ..
+                })
             ));
             answered += 1;
         }
@@ -442,8 +546,11 @@ mod tests {
         let mut late = job("late");
         late.deadline_unix_ms = unix_ms_now() - 1;
         batcher.submit(late, reply(&tx));
-        match rx.recv().await.expect("answered").result.outcome {
-            Some(crate::proto::job_result::Outcome::Error(e)) => assert_eq!(e.code, 9997),
+        match rx.recv().await.expect("answered").answer {
+            Answer::Result(crate::proto::JobResult {
+                outcome: Some(crate::proto::job_result::Outcome::Error(e)),
+                ..
+            }) => assert_eq!(e.code, 9997),
             other => panic!("{other:?}"),
         }
         assert!(model.0.lock().is_empty());

@@ -6,6 +6,8 @@
 //! - [`batcher`]: dynamic batching for models that ask for it;
 //! - [`answer`]: a job's outcome as its result on the stream;
 //! - [`nodes`]: the nodes a dispatcher process runs, from the settings;
+//! - [`servers`]: the model servers those nodes' models run in, kept alive
+//!   for the process's life;
 //! - [`link`]: [`RemoteDispatchLink`], the gRPC client of the Dispatch stream.
 
 pub mod answer;
@@ -13,9 +15,11 @@ pub mod batcher;
 pub mod link;
 pub mod node;
 pub mod nodes;
+pub mod servers;
 
 pub use link::RemoteDispatchLink;
 pub use node::{DispatcherNode, NodeOptions};
+pub use servers::ModelServers;
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,13 @@
 //! is still stored, so it does not run again). On shutdown it sends Drain,
 //! finishes the jobs it holds, sends their results, closes the stream and
 //! returns.
+//!
+//! A model with a server of its own ([`crate::model_zoo::ServedModel`]) is
+//! awaited on the runtime rather than run on a blocking thread, so its calls
+//! in flight are bounded by the credits alone. While such a server is not
+//! ready the node offers no credits: it opens no stream, and when the server
+//! goes down (or a job could not reach it) the open stream is drained and
+//! ended, which gives the jobs that did not run back to the queue.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,12 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::answer::{model_answer, Answered, Reply};
+use super::answer::{model_answer, served_answer, Answer, Answered, Reply};
 use super::batcher::{BatchCodes, Batcher};
 use crate::backoff::Backoff;
 use crate::metrics;
@@ -88,6 +95,8 @@ pub struct DispatcherNode {
     /// Read by the one session running; answers of a lost stream's jobs
     /// wait here for the next one.
     answers_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Answered>>,
+    /// The readiness of the model servers this node's models run in.
+    servers_ready: Vec<watch::Receiver<bool>>,
 }
 
 enum SessionEnd {
@@ -95,6 +104,9 @@ enum SessionEnd {
     Drained,
     /// The stream was lost: reconnect.
     Lost(String),
+    /// A model server went down: the stream was drained and ended, giving
+    /// back the jobs that did not run; reconnect once it is ready.
+    Paused(String),
 }
 
 impl DispatcherNode {
@@ -120,7 +132,12 @@ impl DispatcherNode {
             .collect();
         // Unbounded in type only: every answer in it holds its job's place.
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+        let servers_ready = models
+            .iter()
+            .filter_map(|m| m.served().map(|s| s.readiness()))
+            .collect();
         DispatcherNode {
+            servers_ready,
             answers_tx,
             answers_rx: tokio::sync::Mutex::new(answers_rx),
             places: Arc::new(Semaphore::new(opts.max_workers as usize)),
@@ -132,6 +149,41 @@ impl DispatcherNode {
             batchers,
             connected: AtomicBool::new(false),
         }
+    }
+
+    /// True when every model server the node's models run in is ready.
+    fn servers_are_ready(&self) -> bool {
+        self.servers_ready.iter().all(|r| *r.borrow())
+    }
+
+    /// Returns once every model server is ready.
+    async fn servers_ready(&self) {
+        loop {
+            for r in &self.servers_ready {
+                let mut r = r.clone();
+                // An error: the server's supervisor is gone; it stays as it is.
+                let _ = r.wait_for(|ready| *ready).await;
+            }
+            if self.servers_are_ready() {
+                return;
+            }
+        }
+    }
+
+    /// Returns once some model server is not ready (never when there are none).
+    async fn a_server_down(&self) {
+        if self.servers_ready.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = self.servers_ready.iter().map(|r| {
+            let mut r = r.clone();
+            Box::pin(async move {
+                if r.wait_for(|ready| !*ready).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })
+        });
+        futures::future::select_all(waits).await;
     }
 
     /// Whether the node has a stream to the queue now (`/healthz`).
@@ -155,12 +207,21 @@ impl DispatcherNode {
             if shutdown.is_cancelled() {
                 return;
             }
+            if !self.servers_are_ready() {
+                tracing::info!(queue = %self.opts.queue, "waiting for the model servers to be ready before taking jobs");
+                tokio::select! {
+                    _ = self.servers_ready() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                tracing::info!(queue = %self.opts.queue, "model servers ready");
+            }
             let started = Instant::now();
             let ended = self.session(&shutdown, &mut carried).await;
             self.connected.store(false, Ordering::Relaxed);
             let why = match ended {
                 Ok(SessionEnd::Drained) => return,
                 Ok(SessionEnd::Lost(why)) => why,
+                Ok(SessionEnd::Paused(why)) => format!("paused: {why}"),
                 Err(status) => status.message().to_string(),
             };
             if started.elapsed() > Duration::from_secs(5) {
@@ -189,7 +250,12 @@ impl DispatcherNode {
         loop {
             tokio::select! {
                 biased;
-                Some(answered) = answers.recv() => carried.push(answered.result),
+                Some(answered) = answers.recv() => {
+                    // A job that did not run was given back with its stream.
+                    if let Answer::Result(r) = answered.answer {
+                        carried.push(r);
+                    }
+                }
                 places = self.places.acquire_many(all) => {
                     drop(places);
                     break;
@@ -240,20 +306,53 @@ impl DispatcherNode {
         // The jobs this stream gave, by request id, until answered.
         let mut in_hand: HashSet<String> = HashSet::new();
         let mut draining = false;
+        // Why the stream is being drained to pause (a model server is down).
+        let mut pausing: Option<String> = None;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut drain_deadline = far;
         let end = loop {
             tokio::select! {
                 biased;
                 Some(answered) = answers.recv() => {
-                    in_hand.remove(&answered.result.request_id);
-                    let msg = DispatcherMessage { kind: Some(dispatcher_message::Kind::Result(answered.result)) };
-                    if tx.send(msg).await.is_err() {
+                    in_hand.remove(answered.answer.request_id());
+                    match answered.answer {
+                        Answer::Result(result) => {
+                            let msg = DispatcherMessage { kind: Some(dispatcher_message::Kind::Result(result)) };
+                            if tx.send(msg).await.is_err() {
+                                break SessionEnd::Lost("queue stream closed".into());
+                            }
+                        }
+                        // No result: the job goes back to the queue when
+                        // this stream ends, so the stream must end.
+                        Answer::NotRun { request_id, why } => {
+                            tracing::warn!(request_id = %request_id, reason = %why, "a job did not reach its model's server; giving it back to the queue");
+                            if pausing.is_none() && !draining {
+                                pausing = Some(why);
+                                if !self.pause(&tx).await {
+                                    break SessionEnd::Lost("queue stream closed".into());
+                                }
+                            }
+                        }
+                    }
+                    if in_hand.is_empty() {
+                        if draining {
+                            break SessionEnd::Drained;
+                        }
+                        if let Some(why) = pausing.take() {
+                            break SessionEnd::Paused(why);
+                        }
+                    }
+                }
+                _ = self.a_server_down(), if pausing.is_none() && !draining => {
+                    let why = "a model server is not ready".to_string();
+                    tracing::warn!(in_hand = in_hand.len(), "a model server is not ready: draining the stream until it is");
+                    if !self.pause(&tx).await {
                         break SessionEnd::Lost("queue stream closed".into());
                     }
-                    if draining && in_hand.is_empty() {
-                        break SessionEnd::Drained;
+                    if in_hand.is_empty() {
+                        break SessionEnd::Paused(why);
                     }
+                    pausing = Some(why);
                 }
                 msg = inbound.next() => match msg {
                     Some(Ok(QueueMessage { kind: Some(queue_message::Kind::Job(job)) })) => {
@@ -293,7 +392,7 @@ impl DispatcherNode {
                 }
             }
         };
-        if let SessionEnd::Drained = end {
+        if let SessionEnd::Drained | SessionEnd::Paused(_) = end {
             // Close our side, then let the queue finish reading our results:
             // it ends its side once it has.
             drop(tx);
@@ -304,6 +403,41 @@ impl DispatcherNode {
             tracing::info!("drained");
         }
         Ok(end)
+    }
+
+    /// Asks the queue for no more jobs on this stream (Drain); false when
+    /// the stream is gone.
+    async fn pause(&self, tx: &mpsc::Sender<DispatcherMessage>) -> bool {
+        let drain = DispatcherMessage {
+            kind: Some(dispatcher_message::Kind::Drain(Drain {})),
+        };
+        tx.send(drain).await.is_ok()
+    }
+
+    /// Sends one job to its model's server, on the runtime: the credits
+    /// bound how many are in flight.
+    fn call_server(&self, model: Arc<dyn crate::model_zoo::Model>, job: Job, done: Reply) {
+        let codes = self.codes;
+        let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
+        tokio::spawn(
+            async move {
+                let id = job.request_id.clone();
+                if job.is_expired(unix_ms_now()) {
+                    return done.send(JobResult::error(
+                        &id,
+                        codes.expired,
+                        "expired before it ran",
+                    ));
+                }
+                let Some(server) = model.served() else {
+                    return done.send(JobResult::error(&id, codes.infer_fail, "no model server"));
+                };
+                tracing::debug!("job started");
+                let out = server.call(&id, job.params_json.into()).await;
+                done.send(served_answer(&id, job.from_payload, out, codes.infer_fail));
+            }
+            .instrument(span),
+        );
     }
 
     /// An asynchronous item's payload as the model's checked parameters
@@ -333,6 +467,19 @@ impl DispatcherNode {
     /// Runs one job off the reactor; its result goes to `done`.
     fn start(&self, job: Job, done: Reply) {
         metrics::DISPATCHER_JOBS_IN_HAND.add(1);
+        let served = self
+            .models
+            .get(&job.api_path)
+            .filter(|m| m.served().is_some())
+            .cloned();
+        if let Some(model) = served {
+            // A model server takes a PAI-EAS payload as it is, so the batcher
+            // or the call gets the job unchanged.
+            if let Some(batcher) = self.batchers.get(&job.api_path) {
+                return batcher.submit(job, done);
+            }
+            return self.call_server(model, job, done);
+        }
         let job = if job.from_payload {
             match self.params_from_payload(job) {
                 Ok(job) => job,
@@ -352,21 +499,23 @@ impl DispatcherNode {
         tokio::spawn(
             async move {
                 let id = job.request_id.clone();
-                let result = if job.is_expired(unix_ms_now()) {
-                    JobResult::error(&id, codes.expired, "expired before it ran")
+                let result: Answer = if job.is_expired(unix_ms_now()) {
+                    JobResult::error(&id, codes.expired, "expired before it ran").into()
                 } else {
                     match model {
                         None => JobResult::error(
                             &id,
                             codes.unknown_api,
                             format!("this dispatcher has no model at {}", job.api_path),
-                        ),
+                        )
+                        .into(),
                         Some(model) => match serde_json::from_slice::<Params>(&job.params_json) {
                             Err(e) => JobResult::error(
                                 &id,
                                 codes.infer_fail,
                                 format!("parameters are not a JSON object: {e}"),
-                            ),
+                            )
+                            .into(),
                             Ok(params) => {
                                 let _slot = slots.acquire_owned().await;
                                 tracing::debug!("job started");

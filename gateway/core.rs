@@ -111,6 +111,12 @@ impl Gateway {
         self.models.get(api_path).map(|m| m.check(params))
     }
 
+    /// Whether the model at `api_path` runs in a server of its own, which
+    /// takes PAI-EAS payloads as bytes (None: no such model).
+    pub fn takes_payload_bytes(&self, api_path: &str) -> Option<bool> {
+        self.models.get(api_path).map(|m| m.served().is_some())
+    }
+
     /// The API paths served.
     pub fn paths(&self) -> Vec<String> {
         self.models.paths()
@@ -279,17 +285,17 @@ impl Gateway {
             self.fail(kind, &e.to_string())
         })?;
         match result.outcome {
-            Some(job_result::Outcome::OutputJson(bytes)) => {
-                match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(Value::Object(map)) => Ok(map),
-                    Ok(other) => {
-                        let mut m = Params::new();
-                        m.insert("result".into(), other);
-                        Ok(m)
-                    }
-                    Err(e) => Err(self.fail(ErrorKind::RecvMsgFail, &e.to_string())),
+            Some(
+                job_result::Outcome::OutputJson(bytes) | job_result::Outcome::OutputBytes(bytes),
+            ) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(map)) => Ok(map),
+                Ok(other) => {
+                    let mut m = Params::new();
+                    m.insert("result".into(), other);
+                    Ok(m)
                 }
-            }
+                Err(e) => Err(self.fail(ErrorKind::RecvMsgFail, &e.to_string())),
+            },
             Some(job_result::Outcome::Error(e)) => Err(Failure {
                 kind: self.codes.kind_of(e.code),
                 code: e.code,

@@ -12,13 +12,17 @@
 
 pub mod echo;
 pub mod embedding;
+pub mod http;
 pub mod logistic;
 mod model;
 pub mod onnx_model;
 pub mod onnx_runtime;
+pub mod pmml;
 
 pub use echo::Echo;
-pub use model::{BatchCost, BatchPolicy, InitContext, Model, ModelError, ModelSet, Params};
+pub use model::{
+    BatchCost, BatchPolicy, InitContext, Model, ModelError, ModelSet, Params, ServedModel,
+};
 
 use crate::config::{ModelSpec, Settings};
 
@@ -62,6 +66,8 @@ pub fn from_settings(settings: &Settings) -> Result<Vec<Box<dyn Model>>, ModelEr
             ModelSpec::Embedding(s) => Box::new(embedding::Embedding::new(name, s.clone())?),
             ModelSpec::Logistic(s) => Box::new(logistic::Logistic::new(name, s.clone())?),
             ModelSpec::Onnx(s) => Box::new(onnx_model::OnnxModel::new(name, s.clone())?),
+            ModelSpec::Http(s) => Box::new(http::HttpModel::new(name, s.clone(), settings)?),
+            ModelSpec::Pmml(s) => Box::new(pmml::PmmlModel::new(name, s.clone())?),
         });
     }
     Ok(models)

@@ -16,6 +16,10 @@ pub type Params = serde_json::Map<String, serde_json::Value>;
 pub struct ModelError {
     pub code: Option<i32>,
     pub message: String,
+    /// The job did not run (a model server refused the connection or went
+    /// away before answering): the dispatcher gives it back to the queue,
+    /// which delivers it again (up to `MaxDeliveries`), instead of answering.
+    pub not_run: bool,
 }
 
 impl ModelError {
@@ -23,6 +27,7 @@ impl ModelError {
         ModelError {
             code: None,
             message: message.into(),
+            not_run: false,
         }
     }
 
@@ -30,6 +35,16 @@ impl ModelError {
         ModelError {
             code: Some(code),
             message: message.into(),
+            not_run: false,
+        }
+    }
+
+    /// The job was not run and should be delivered again.
+    pub fn not_run(message: impl Into<String>) -> Self {
+        ModelError {
+            code: None,
+            message: message.into(),
+            not_run: true,
         }
     }
 }
@@ -141,6 +156,40 @@ pub trait Model: Send + Sync + 'static {
             .map(|(id, params)| self.infer(&id, params))
             .collect()
     }
+
+    /// A model that runs in a server of its own (the `http` processor):
+    /// when `Some`, the dispatcher awaits [`ServedModel::call`] instead of
+    /// running `infer` on a blocking thread, and offers the queue no credits
+    /// while the server is not ready.
+    fn served(&self) -> Option<&dyn ServedModel> {
+        None
+    }
+}
+
+/// A model behind a server of its own, in any language, reached over the
+/// network. Bodies are bytes: a PAI-EAS item's payload as the client put it,
+/// or a job's checked parameters as a JSON object; the answer is the
+/// server's response body.
+#[async_trait::async_trait]
+pub trait ServedModel: Send + Sync {
+    /// Sends one job's body; the response body. A server that could not be
+    /// reached answers [`ModelError::not_run`].
+    async fn call(&self, request_id: &str, body: bytes::Bytes) -> Result<bytes::Bytes, ModelError>;
+
+    /// Sends jobs as one batch (when the model has a `batch_policy`); one
+    /// answer per job, in order.
+    async fn call_batch(
+        &self,
+        jobs: Vec<(String, bytes::Bytes)>,
+    ) -> Vec<Result<bytes::Bytes, ModelError>>;
+
+    /// True while the server can take jobs.
+    fn readiness(&self) -> tokio::sync::watch::Receiver<bool>;
+
+    /// Keeps the server ready until `stop`: starts it (when the model owns
+    /// its command), waits for its port, restarts it when it dies, probes it;
+    /// on `stop`, stops it. Runs for the dispatcher's life.
+    async fn supervise(&self, stop: tokio_util::sync::CancellationToken);
 }
 
 /// How a model's jobs may be batched (Triton's names where they exist).

@@ -43,6 +43,14 @@ impl JobResult {
         }
     }
 
+    /// A successful result whose bytes go to a sink as they are.
+    pub fn output_bytes(request_id: impl Into<String>, output: Vec<u8>) -> Self {
+        JobResult {
+            request_id: request_id.into(),
+            outcome: Some(job_result::Outcome::OutputBytes(output)),
+        }
+    }
+
     /// A failed result with an inferq code.
     pub fn error(request_id: impl Into<String>, code: i32, message: impl Into<String>) -> Self {
         JobResult {

@@ -23,6 +23,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v kill >/dev/null || need_apt+=(procps)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+# Java runs sklearn2pmml and jpmml-evaluator (the PMML tests' tools).
+command -v java >/dev/null || need_apt+=(default-jre-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo=""
@@ -67,6 +69,20 @@ if [ ! -x "$eas_venv/bin/python" ] || [ "$(cat "$eas_stamp" 2>/dev/null)" != "$e
   "$eas_venv/bin/pip" install --quiet --disable-pip-version-check \
     --cache-dir "$cache/pip" --require-hashes --no-deps -r "$eas_req"
   echo "$eas_want" > "$eas_stamp"
+fi
+# scikit-learn, sklearn2pmml and jpmml-evaluator for the PMML tests, in a venv
+# of their own (sklearn2pmml pins the scikit-learn versions it converts).
+pmml_venv="$cache/venv-pmml"
+pmml_req="tests/python/pmml-requirements.txt"
+pmml_stamp="$pmml_venv/.requirements.sha256"
+pmml_want=$(sha256sum "$pmml_req" | cut -d' ' -f1)
+if [ ! -x "$pmml_venv/bin/python" ] || [ "$(cat "$pmml_stamp" 2>/dev/null)" != "$pmml_want" ]; then
+  echo "setup: creating the PMML tools venv in $pmml_venv"
+  rm -rf "$pmml_venv"
+  python3 -m venv "$pmml_venv"
+  "$pmml_venv/bin/pip" install --quiet --disable-pip-version-check \
+    --cache-dir "$cache/pip" --require-hashes --no-deps -r "$pmml_req"
+  echo "$pmml_want" > "$pmml_stamp"
 fi
 # The ONNX Runtime library and the default embedding model (sha256-checked).
 scripts/fetch-models.sh >/dev/null

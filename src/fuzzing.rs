@@ -219,7 +219,12 @@ async fn run_session(messages: Vec<Result<DispatcherMessage, String>>) -> Outcom
     for c in callers {
         if c.is_finished() {
             if let Ok(Ok(JobResult {
-                outcome: Some(job_result::Outcome::OutputJson(_) | job_result::Outcome::Error(_)),
+                outcome:
+                    Some(
+                        job_result::Outcome::OutputJson(_)
+                        | job_result::Outcome::OutputBytes(_)
+                        | job_result::Outcome::Error(_),
+                    ),
                 ..
             })) = c.await
             {

@@ -2,12 +2,10 @@
 //! commands, plus the load generators (`bench/`), which live here rather than
 //! in the library so that a user's own model binary does not carry them.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use inferq::config::Settings;
 use inferq::model_zoo::{default_models, ModelFactory};
 
 #[path = "../bench/mod.rs"]
@@ -25,9 +23,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Model-inference serving: gateway, queue, dispatchers"
 )]
 struct Cli {
-    /// The settings file (go-infer's settings.yaml works as it is).
-    #[arg(long, global = true, default_value = "config/settings.yaml")]
-    yaml: PathBuf,
+    #[command(flatten)]
+    settings: inferq::cli::SettingsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,12 +47,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(command) => {
             let factory: ModelFactory = Arc::new(default_models);
-            inferq::cli::block_on(inferq::cli::execute(cli.yaml, command, factory))
+            inferq::cli::block_on(inferq::cli::execute(cli.settings, command, factory))
         }
         Command::Bench(args) => inferq::cli::block_on(bench::run(args)),
         Command::BenchAsync(args) => inferq::cli::block_on(bench::async_load::run(args)),
         Command::BenchModel(args) => inferq::cli::block_on(async move {
-            let settings = Settings::load(&cli.yaml)?;
+            let settings = cli.settings.load()?;
             tokio::task::block_in_place(|| bench::model::run(&settings, args))
         }),
     }

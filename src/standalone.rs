@@ -116,6 +116,7 @@ pub async fn run(
     let service = build::queue_service(&settings, instance_id, store, &backend_stop)?;
     let gateway_models = model_zoo::build(factory, &settings, false).context("models")?;
     let node_models = Arc::new(model_zoo::build(factory, &settings, true).context("models")?);
+    let model_servers = crate::dispatcher::ModelServers::start(&node_models);
     let link: Arc<dyn QueueLink> = Arc::new(LocalQueueLink(Arc::clone(&service)));
     let gateway = Arc::new(Gateway::new(&settings, gateway_models, link)?);
     let eas_link = service
@@ -155,6 +156,7 @@ pub async fn run(
     for n in nodes {
         let _ = n.await;
     }
+    model_servers.stop().await;
     backend_stop.cancel();
     Ok(())
 }

@@ -150,7 +150,8 @@ impl EasApi {
                 limits.max_payload_bytes
             )));
         }
-        if !sink {
+        // A model server takes the payload as it is: any bytes.
+        if !sink && self.gateway.takes_payload_bytes(&spec.model) != Some(true) {
             let params = payload_params(data).map_err(|e| ApiError::bad(e.to_string()))?;
             match self.gateway.check_params(&spec.model, params) {
                 Some(Ok(_)) => {}

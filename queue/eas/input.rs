@@ -67,6 +67,9 @@ impl EasInput {
             // The sink is turned off (memory_ratio 0): results are dropped.
             _ if !self.spec.sink.enabled => None,
             Some(job_result::Outcome::OutputJson(out)) => sink_payload(out),
+            // A model server's response, as it is; empty: nothing to write.
+            Some(job_result::Outcome::OutputBytes(out)) if out.is_empty() => None,
+            Some(job_result::Outcome::OutputBytes(out)) => Some(out.clone()),
             Some(job_result::Outcome::Error(e)) => {
                 tags.insert("code".into(), e.code.to_string());
                 serde_json::to_vec(&serde_json::json!({"code": e.code, "msg": e.message})).ok()

@@ -47,6 +47,7 @@ pub async fn run(
         anyhow::bail!("--max-workers must be at least 1");
     }
     let models = Arc::new(model_zoo::build(factory, &settings, true).context("models")?);
+    let model_servers = crate::dispatcher::ModelServers::start(&models);
     let endpoints = args.queues.or_settings(&settings);
     let connector = super::queue_connector(&settings, &endpoints)?;
     let tls = serve::tls::ListenerTls::load(&settings.tls)?;
@@ -97,6 +98,7 @@ pub async fn run(
     for r in runs {
         let _ = r.await;
     }
+    model_servers.stop().await;
     Ok(())
 }
 

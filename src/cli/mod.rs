@@ -32,11 +32,49 @@ pub mod queue;
     about = "Model-inference serving: gateway, queue, dispatchers"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the settings come from: every subcommand takes these.
+#[derive(Debug, Clone, Args)]
+pub struct SettingsArgs {
     /// The settings file (go-infer's settings.yaml works as it is).
     #[arg(long, global = true, default_value = "config/settings.yaml")]
     pub yaml: PathBuf,
-    #[command(subcommand)]
-    pub command: Command,
+    /// A PAI-EAS service.json, as the document writes it (plus a `token`
+    /// key): adds its asynchronous service and the model that answers it.
+    /// With it, the settings file is optional.
+    #[arg(long, global = true, value_name = "SERVICE_JSON")]
+    pub eas_service: Option<PathBuf>,
+}
+
+impl SettingsArgs {
+    /// Reads the settings, with the service file applied.
+    pub fn load(&self) -> anyhow::Result<Settings> {
+        let Some(file) = &self.eas_service else {
+            return Ok(Settings::load(&self.yaml)?);
+        };
+        let mut settings = if self.yaml.exists() {
+            Settings::load(&self.yaml)?
+        } else {
+            let mut s = Settings::from_yaml("", file)?;
+            s.source = Some(file.clone());
+            s
+        };
+        let service = crate::config::service_file::ServiceFile::load(file)?;
+        if settings.async_services.contains_key(&service.name) {
+            anyhow::bail!(
+                "service file {}: the settings already have an asynchronous service named {:?}",
+                file.display(),
+                service.name
+            );
+        }
+        service.apply(&mut settings, file);
+        Ok(settings)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,7 +100,7 @@ where
 {
     let cli = Cli::parse();
     let factory: ModelFactory = Arc::new(factory);
-    block_on(execute(cli.yaml, cli.command, factory))
+    block_on(execute(cli.settings, cli.command, factory))
 }
 
 /// Sets up logging and the runtime, runs `work` to its end; the exit code
@@ -102,9 +140,13 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Runs one command with the settings file `yaml`.
-pub async fn execute(yaml: PathBuf, command: Command, factory: ModelFactory) -> anyhow::Result<()> {
-    let settings = Settings::load(&yaml)?;
+/// Runs one command with the settings `from` names.
+pub async fn execute(
+    from: SettingsArgs,
+    command: Command,
+    factory: ModelFactory,
+) -> anyhow::Result<()> {
+    let settings = from.load()?;
     match command {
         Command::Gateway(a) => gateway::run(settings, &factory, a).await,
         Command::Queue(a) => queue::run(settings, a).await,

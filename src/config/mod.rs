@@ -19,6 +19,7 @@ use crate::codes::CodeEntry;
 pub mod eas;
 pub mod models;
 pub mod sections;
+pub mod service_file;
 
 pub use eas::{
     EasQueueSettings, EasRpcSettings, EasServiceSettings, QueueLimits, QueueSideSettings,
@@ -472,7 +473,11 @@ Customer: {
 
         let cases = [
             ("Models:\n  m:\n    ApiPath: /api/m\n", "Kind is missing"),
-            ("Models:\n  m:\n    Kind: pmml\n", "unknown kind"),
+            ("Models:\n  m:\n    Kind: sas\n", "unknown kind"),
+            (
+                "Models:\n  m:\n    Kind: pmml\n    ApiPath: /x\n",
+                "missing field `Model`",
+            ),
             (
                 "Models:\n  m:\n    Kind: embedding\n    Batch: {MaxBatchSize: many}\n",
                 "Batch.MaxBatchSize",

@@ -9,7 +9,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 /// The kinds of model that settings can declare under `Models`.
-pub const KINDS: &str = "embedding, onnx, lr";
+pub const KINDS: &str = "embedding, onnx, lr, http, pmml";
 
 /// One entry of `Models`.
 #[derive(Debug, Clone)]
@@ -20,6 +20,10 @@ pub enum ModelSpec {
     Onnx(OnnxSettings),
     /// `Kind: lr` (model-zoo/logistic.rs).
     Logistic(LogisticSettings),
+    /// `Kind: http`, the HTTP processor (model-zoo/http/).
+    Http(HttpSettings),
+    /// `Kind: pmml` (model-zoo/pmml/).
+    Pmml(PmmlSettings),
 }
 
 impl ModelSpec {
@@ -29,6 +33,8 @@ impl ModelSpec {
             ModelSpec::Embedding(s) => &s.api_path,
             ModelSpec::Onnx(s) => &s.api_path,
             ModelSpec::Logistic(s) => &s.api_path,
+            ModelSpec::Http(s) => &s.api_path,
+            ModelSpec::Pmml(s) => &s.api_path,
         }
     }
 }
@@ -61,6 +67,8 @@ impl<'de> Deserialize<'de> for ModelSpec {
             "embedding" => typed(value).map(ModelSpec::Embedding),
             "onnx" => typed(value).map(ModelSpec::Onnx),
             "lr" => typed(value).map(ModelSpec::Logistic),
+            "http" => typed(value).map(ModelSpec::Http),
+            "pmml" => typed(value).map(ModelSpec::Pmml),
             other => Err(D::Error::custom(format!(
                 "Kind: unknown kind {other:?} (one of: {KINDS})"
             ))),
@@ -195,4 +203,70 @@ pub struct LogisticSettings {
     pub coefficients: BTreeMap<String, f64>,
     #[serde(rename = "Intercept", default)]
     pub intercept: f64,
+}
+
+/// `Kind: http`: a model served by its own HTTP server (model-zoo/http/).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    #[serde(rename = "ApiPath")]
+    pub api_path: String,
+    /// Where each job is POSTed, path included (PAI-EAS `rpc.proxy_path`):
+    /// `http://127.0.0.1:8000/data/model`.
+    #[serde(rename = "Url")]
+    pub url: String,
+    /// When set, the dispatcher runs this command line (with `sh -c`) as the
+    /// server, restarts it when it dies and stops it on drain.
+    #[serde(rename = "Command", default)]
+    pub command: Option<String>,
+    /// The command's working folder (relative to the settings file).
+    #[serde(rename = "WorkDir", default)]
+    pub work_dir: Option<String>,
+    /// Environment variables for the command.
+    #[serde(rename = "Env", default)]
+    pub env: BTreeMap<String, String>,
+    /// Longest a call may take.
+    #[serde(rename = "TimeoutMs", default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Longest the command may take to open its port.
+    #[serde(rename = "StartTimeoutS", default = "default_start_timeout_s")]
+    pub start_timeout_s: u64,
+    /// Largest response body taken.
+    #[serde(rename = "MaxResponseBytes", default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// The `Content-Type` of go-infer and gRPC jobs' bodies (PAI-EAS items
+    /// are sent as `application/octet-stream`: bytes as the client put them).
+    #[serde(rename = "ContentType", default = "default_content_type")]
+    pub content_type: String,
+    /// When set, jobs are batched: bodies POSTed as one JSON list, answers
+    /// matched by position (`MaxBatchTokens` is not used).
+    #[serde(rename = "Batch", default)]
+    pub batch: Option<BatchSettings>,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_start_timeout_s() -> u64 {
+    120
+}
+
+fn default_max_response_bytes() -> usize {
+    64 << 20
+}
+
+fn default_content_type() -> String {
+    "application/json".into()
+}
+
+/// `Kind: pmml`: a PMML file scored in process (model-zoo/pmml/).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PmmlSettings {
+    #[serde(rename = "ApiPath")]
+    pub api_path: String,
+    /// The PMML file (relative to the settings file).
+    #[serde(rename = "Model")]
+    pub model: String,
 }
