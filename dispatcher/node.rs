@@ -433,7 +433,27 @@ impl DispatcherNode {
                     return done.send(JobResult::error(&id, codes.infer_fail, "no model server"));
                 };
                 tracing::debug!("job started");
-                let out = server.call(&id, job.params_json.into()).await;
+                let call = server.call(&id, job.params_json.into());
+                // Nobody waits for an answer after the caller's deadline.
+                let left = match job.deadline_unix_ms {
+                    0 => None,
+                    d => Some(Duration::from_millis(
+                        u64::try_from(d.saturating_sub(unix_ms_now())).unwrap_or(0),
+                    )),
+                };
+                let out = match left {
+                    None => call.await,
+                    Some(left) => match tokio::time::timeout(left, call).await {
+                        Ok(out) => out,
+                        Err(_) => {
+                            return done.send(JobResult::error(
+                                &id,
+                                codes.expired,
+                                "the caller's deadline passed while the model's server ran it",
+                            ))
+                        }
+                    },
+                };
                 done.send(served_answer(&id, job.from_payload, out, codes.infer_fail));
             }
             .instrument(span),

@@ -562,3 +562,66 @@ async fn the_documents_pmmlasync_example_runs_from_its_service_json_and_a_real_l
     let text = p.log_text();
     assert!(text.contains("metadata.cpu"), "{text}");
 }
+
+#[tokio::test]
+async fn the_split_roles_take_the_same_service_file() {
+    let dir = TestDir::new();
+    let certs = TestCerts::make(&dir);
+    let yaml = dir.write(
+        "settings.yaml",
+        &with_internal_security(&settings_yaml("", ""), &certs, false),
+    );
+    let port = free_port();
+    let log = dir.path().join("server.log");
+    let file = dir.write(
+        "service.json",
+        &format!(
+            r#"{{ "name": "imageasync",
+  "containers": [ {{ "image": "x", "command": "exec {} {} {port} {}", "port": {port} }} ],
+  "metadata": {{ "type": "Async", "rpc.proxy_path": "/data/model", "rpc.worker_threads": 2 }},
+  "queue.source.max_length": 100,
+  "token": "{TOKEN}" }}"#,
+            python3(),
+            model_server().display(),
+            log.display()
+        ),
+    );
+    let (yaml, file) = (yaml.to_str().unwrap(), file.to_str().unwrap());
+    let queue = Proc::start(
+        "queue",
+        dir.path(),
+        &["queue", "--yaml", yaml, "--eas-service", file],
+        &["queue-grpc"],
+    );
+    let queue_url = format!("https://{}", queue.addr("queue-grpc"));
+    let common = [
+        "--yaml",
+        yaml,
+        "--eas-service",
+        file,
+        "--queue-endpoint",
+        &queue_url,
+    ];
+    let mut args = vec!["dispatcher", "0", "--metrics-listen", "127.0.0.1:0"];
+    args.extend(common);
+    let dispatcher = Proc::start("dispatcher", dir.path(), &args, &["dispatcher-metrics"]);
+    let mut args = vec!["gateway"];
+    args.extend(common);
+    let gateway = Proc::start("gateway", dir.path(), &args, &["gateway-http"]);
+    let gw = gateway.addr("gateway-http").to_string();
+    let (ok, text) = eas_sdk(
+        &["put", &gw, "imageasync", TOKEN, "10", r#"{"split": true}"#],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(ok, "{text}");
+    let items = subscribe(&gw, "imageasync").await;
+    assert_eq!(items.len(), 10);
+    for (_, data) in &items {
+        let v: Value = serde_json::from_str(data).expect("JSON");
+        assert_eq!(v["echo"], json!({"split": true}));
+    }
+    drop(gateway);
+    stop(dispatcher, &log).await;
+    drop(queue);
+}

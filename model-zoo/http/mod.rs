@@ -158,14 +158,17 @@ impl HttpModel {
             .client
             .as_ref()
             .ok_or_else(|| ModelError::new("the model's HTTP client was not initialised"))?;
-        let sent = client
+        let mut request = client
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .header(REQUEST_ID_HEADER, request_id)
             .timeout(self.timeout)
-            .body(body)
-            .send()
-            .await;
+            .body(body);
+        // A request id that is not a valid header value (a PAI-EAS client
+        // may name its own) is not sent, rather than fail the call.
+        if let Ok(id) = reqwest::header::HeaderValue::from_str(request_id) {
+            request = request.header(REQUEST_ID_HEADER, id);
+        }
+        let sent = request.send().await;
         let response = sent.map_err(|e| self.transport_error(e))?;
         let status = response.status();
         let body = read_capped(response, self.max_response_bytes)
@@ -205,6 +208,11 @@ impl HttpModel {
                 "the model's server did not answer within {} ms",
                 self.timeout.as_millis()
             ));
+        }
+        // A request that could not be made (never the server's fault): sent
+        // again it would fail again.
+        if e.is_builder() {
+            return ModelError::new(format!("cannot make the request: {e}"));
         }
         self.unreachable.notify_one();
         let mut why = e.to_string();

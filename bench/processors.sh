@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Models in any language, measured side by side in one run:
+# - the HTTP processor's overhead: wrk straight at a Python model server
+#   (tests/python/model_server.py, the standard library's ThreadingHTTPServer)
+#   and wrk at inferq standalone serving that same server (Kind: http), at
+#   concurrency 1 and 8;
+# - PMML scoring: inferq's in-process scorer (examples/pmml_score.rs) against
+#   jpmml-evaluator (Java, through py4j) on the same files and rows.
+# usage: bench/processors.sh [SECONDS]   (needs wrk, python3, the PMML venv
+#        from scripts/setup-test-env.sh and Java)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-5}"
+cargo build --release --quiet --bin inferq --example pmml_score
+bin=target/release/inferq
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
+pmml_python=.cache/venv-pmml/bin/python
+[ -x "$pmml_python" ] || bash scripts/setup-test-env.sh
+dir=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 not up"; exit 1; }
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+
+echo "== HTTP processor"
+python3 tests/python/model_server.py 5400 >/dev/null 2>&1 & pids+=($!)
+wait_port 5400
+cat > "$dir/settings.yaml" <<YAML
+API:
+  Port: 5300
+  Addr: 127.0.0.1
+  GrpcPort: 5301
+  AppIdSecret: {"3EA25569454745D01219080B779F021F": "41DF0E6AE27B5282C07EF5124642A352"}
+Server:
+  MaxWorkers: 16
+  Backend: memory
+  QueueListen: 127.0.0.1:5310
+Models:
+  py:
+    Kind: http
+    ApiPath: /api/py
+    Url: http://127.0.0.1:5400/data/model
+YAML
+$bin standalone --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/sa.log" & pids+=($!)
+wait_port 5300
+echo '{"x": 1}' > "$dir/direct.json"
+$bin bench --write-body "$dir/body.json" --data '{"x": 1}'
+for c in 1 8; do
+  for round in 1 2 3; do
+    echo -n "direct c=$c round $round: "
+    BODY_FILE="$dir/direct.json" wrk -t1 -c$c -d"${secs}s" -s bench/wrk-post.lua http://127.0.0.1:5400/data/model \
+      | grep -E 'Requests/sec|wrk: p50' | tr '\n' ' '; echo
+    echo -n "inferq c=$c round $round: "
+    BODY_FILE="$dir/body.json" wrk -t1 -c$c -d"${secs}s" -s bench/wrk-post.lua http://127.0.0.1:5300/api/py \
+      | grep -E 'Requests/sec|wrk: p50' | tr '\n' ' '; echo
+  done
+done
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+
+echo "== PMML scoring"
+"$pmml_python" tests/python/pmml_reference.py "$dir/pmml" >/dev/null 2>&1
+for m in lr dt rf gb gb3; do
+  "$pmml_python" -c "import json; r=json.load(open('$dir/pmml/reference.json')); json.dump(r['$m']['rows'], open('$dir/$m.rows.json','w'))"
+  target/release/examples/pmml_score "$dir/pmml/$m.pmml" "$dir/$m.rows.json" 3
+  "$pmml_python" tests/python/pmml_rate.py "$dir/pmml/$m.pmml" "$dir/$m.rows.json" 3 2>/dev/null
+done
