@@ -6,7 +6,8 @@
 #   concurrency 1 and 8;
 # - PMML scoring: inferq's in-process scorer (examples/pmml_score.rs) against
 #   jpmml-evaluator (Java, through py4j) on the same files and rows.
-# usage: bench/processors.sh [SECONDS]   (needs wrk, python3, the PMML venv
+# usage: bench/processors.sh [SECONDS]   (BENCH_ONLY=http|pmml for one half;
+#        needs wrk, python3, the PMML venv
 #        from scripts/setup-test-env.sh and Java)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 not up"; exit 1; }
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 
+only="${BENCH_ONLY:-all}"
+if [ "$only" != pmml ]; then
 echo "== HTTP processor"
 python3 tests/python/model_server.py 5400 >/dev/null 2>&1 & pids+=($!)
 wait_port 5400
@@ -57,6 +60,8 @@ for c in 1 8; do
   done
 done
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+fi
+[ "$only" = http ] && exit 0
 
 echo "== PMML scoring"
 "$pmml_python" tests/python/pmml_reference.py "$dir/pmml" >/dev/null 2>&1

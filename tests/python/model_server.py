@@ -38,6 +38,9 @@ def answer_one(body, rid):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (40 ms a request).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         pass
