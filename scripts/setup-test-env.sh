@@ -57,33 +57,26 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     --cache-dir "$cache/pip" --require-hashes --no-deps -r "$ref_req"
   echo "$want" > "$stamp"
 fi
-# The PAI-EAS SDK in a venv of its own (it needs protobuf<=3.20.3).
-eas_venv="$cache/venv-eas"
-eas_req="tests/python/eas-requirements.txt"
-eas_stamp="$eas_venv/.requirements.sha256"
-eas_want=$(sha256sum "$eas_req" | cut -d' ' -f1)
-if [ ! -x "$eas_venv/bin/python" ] || [ "$(cat "$eas_stamp" 2>/dev/null)" != "$eas_want" ]; then
-  echo "setup: creating the eas-prediction venv in $eas_venv"
-  rm -rf "$eas_venv"
-  python3 -m venv "$eas_venv"
-  "$eas_venv/bin/pip" install --quiet --disable-pip-version-check \
-    --cache-dir "$cache/pip" --require-hashes --no-deps -r "$eas_req"
-  echo "$eas_want" > "$eas_stamp"
-fi
-# scikit-learn, sklearn2pmml and jpmml-evaluator for the PMML tests, in a venv
-# of their own (sklearn2pmml pins the scikit-learn versions it converts).
-pmml_venv="$cache/venv-pmml"
-pmml_req="tests/python/pmml-requirements.txt"
-pmml_stamp="$pmml_venv/.requirements.sha256"
-pmml_want=$(sha256sum "$pmml_req" | cut -d' ' -f1)
-if [ ! -x "$pmml_venv/bin/python" ] || [ "$(cat "$pmml_stamp" 2>/dev/null)" != "$pmml_want" ]; then
-  echo "setup: creating the PMML tools venv in $pmml_venv"
-  rm -rf "$pmml_venv"
-  python3 -m venv "$pmml_venv"
-  "$pmml_venv/bin/pip" install --quiet --disable-pip-version-check \
-    --cache-dir "$cache/pip" --require-hashes --no-deps -r "$pmml_req"
-  echo "$pmml_want" > "$pmml_stamp"
-fi
+# A venv of its own from a hashed requirements file, installed --no-deps
+# (every package listed), made again when the file changes.
+own_venv() { # folder requirements what
+  local dir="$cache/$1" req="$2" stamp want
+  stamp="$dir/.requirements.sha256"
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [ ! -x "$dir/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: creating $3 in $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check \
+      --cache-dir "$cache/pip" --require-hashes --no-deps -r "$req"
+    echo "$want" > "$stamp"
+  fi
+}
+# The PAI-EAS SDK (it needs protobuf<=3.20.3, which onnx cannot use).
+own_venv venv-eas tests/python/eas-requirements.txt "the eas-prediction venv"
+# scikit-learn, sklearn2pmml and jpmml-evaluator for the PMML tests
+# (sklearn2pmml pins the scikit-learn versions it converts).
+own_venv venv-pmml tests/python/pmml-requirements.txt "the PMML tools venv"
 # The ONNX Runtime library and the default embedding model (sha256-checked).
 scripts/fetch-models.sh >/dev/null
 echo "setup: test environment ready"

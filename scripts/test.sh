@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of inferq: formatting and lints, the layout's boundaries,
-# unit tests in a debug build (overflow checks on), integration tests that
+# unit tests (in the release build, whose overflow checks are on for inferq's
+# own code: Cargo.toml), integration tests that
 # start the real binaries on loopback ports and talk to them as clients do
 # (HTTP, gRPC, the independent gmssl SM2 client, the eas-prediction SDK), the
 # example build, and the README's run command as written. Installs what it
@@ -12,8 +13,6 @@ export INFERQ_TEST_PYTHON="$PWD/.cache/venv/bin/python"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 scripts/check-layout.sh
-# The state machines' unit tests, with arithmetic overflow checks on.
-cargo test --lib --bins
 cargo build --release --bins --examples
 # Before the release tests: the run command's build is the one just made.
 # (`cargo test` builds inferq again with the dev-dependencies' features and

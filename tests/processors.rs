@@ -51,6 +51,16 @@ AsyncServices:
     )
 }
 
+/// A standalone inferq serving the Python server as `/api/py` (settings
+/// from [`http_settings`] with `model_extra`); its folder, the server's log
+/// and the process.
+fn start_http(model_extra: &str) -> (TestDir, PathBuf, Proc) {
+    let dir = TestDir::new();
+    let log = dir.path().join("server.log");
+    let p = standalone(&dir, &http_settings(free_port(), &log, model_extra));
+    (dir, log, p)
+}
+
 /// Request ids the server received, one per line.
 fn received(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)
@@ -144,10 +154,7 @@ async fn sink_items(gateway: &str) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test]
 async fn a_python_server_answers_goinfer_grpc_and_async_requests() {
-    let dir = TestDir::new();
-    let port = free_port();
-    let log = dir.path().join("server.log");
-    let p = standalone(&dir, &http_settings(port, &log, ""));
+    let (_dir, log, p) = start_http("");
     let gateway = p.addr("gateway-http").to_string();
 
     // go-infer's signed envelope.
@@ -204,10 +211,7 @@ async fn a_python_server_answers_goinfer_grpc_and_async_requests() {
 
 #[tokio::test]
 async fn a_server_killed_mid_job_loses_no_job_and_is_restarted() {
-    let dir = TestDir::new();
-    let port = free_port();
-    let log = dir.path().join("server.log");
-    let p = standalone(&dir, &http_settings(port, &log, ""));
+    let (_dir, log, p) = start_http("");
     let url = p.url("gateway-http", "/api/py");
     // The server is up before the jobs are sent.
     let (_, v) = post(&url, &signed(json!({"warm": 1}))).await;
@@ -251,10 +255,7 @@ async fn a_server_killed_mid_job_loses_no_job_and_is_restarted() {
 
 #[tokio::test]
 async fn a_slow_server_times_out_and_a_failing_one_is_an_inference_failure() {
-    let dir = TestDir::new();
-    let port = free_port();
-    let log = dir.path().join("server.log");
-    let p = standalone(&dir, &http_settings(port, &log, "    TimeoutMs: 300\n"));
+    let (_dir, log, p) = start_http("    TimeoutMs: 300\n");
     let url = p.url("gateway-http", "/api/py");
     let t0 = Instant::now();
     let (_, v) = post(&url, &signed(json!({"sleep_ms": 3000}))).await;
@@ -276,11 +277,7 @@ async fn a_slow_server_times_out_and_a_failing_one_is_an_inference_failure() {
 
 #[tokio::test]
 async fn a_batching_server_gets_lists_and_answers_by_position() {
-    let dir = TestDir::new();
-    let port = free_port();
-    let log = dir.path().join("server.log");
-    let extra = "    Batch: {MaxBatchSize: 8, MaxQueueDelayUs: 20000}\n";
-    let p = standalone(&dir, &http_settings(port, &log, extra));
+    let (_dir, log, p) = start_http("    Batch: {MaxBatchSize: 8, MaxQueueDelayUs: 20000}\n");
     let url = p.url("gateway-http", "/api/py");
     let (_, v) = post(&url, &signed(json!({"warm": 1}))).await;
     assert_eq!(code(&v), 0, "{v}");
