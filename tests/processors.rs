@@ -44,7 +44,7 @@ AsyncServices:
     token: {TOKEN}
     rpc: {{worker_threads: 4}}
 "#,
-        settings_yaml("", "  MaxDeliveries: 5\n"),
+        settings_yaml("", "  MaxDeliveries: 3\n"),
         python3(),
         model_server().display(),
         log.display(),
@@ -250,6 +250,28 @@ async fn a_server_killed_mid_job_loses_no_job_and_is_restarted() {
     let text = p.log_text();
     assert!(text.contains("model server exited"), "{text}");
     assert!(text.contains("giving it back to the queue"), "{text}");
+    stop(p, &log).await;
+}
+
+#[tokio::test]
+async fn a_job_that_kills_its_server_every_time_is_given_up_after_max_deliveries() {
+    let (_dir, log, p) = start_http("");
+    let url = p.url("gateway-http", "/api/py");
+    let (_, v) = post(&url, &signed(json!({"warm": 1}))).await;
+    assert_eq!(code(&v), 0, "{v}");
+    // Each delivery kills the server; it is given back, the server
+    // restarted, and after MaxDeliveries (3) the caller gets 9998.
+    let (_, v) = post(&url, &signed(json!({"crash": true}))).await;
+    assert_eq!(code(&v), 9998, "{v}");
+    let msg = v["data"]["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("3 deliveries"), "{v}");
+    // Every delivery reached a server, which died of it.
+    let runs = received(&log).len() - 1;
+    assert_eq!(runs, 3, "deliveries that reached the server");
+    // The server is back, and the dispatcher takes jobs again.
+    let (_, v) = post(&url, &signed(json!({"after": 1}))).await;
+    assert_eq!(code(&v), 0, "{v}");
+    assert_eq!(server_pids(&log).len(), 4);
     stop(p, &log).await;
 }
 

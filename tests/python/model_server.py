@@ -8,6 +8,8 @@ POST on any path answers by what the body asks:
   {"sleep_ms": N}   waits N ms first;
   {"empty": true}   answers 200 with an empty body;
   {"status": N}     answers status N;
+  {"crash": true}   exits at once, without answering (a model that kills
+                    its server);
   other JSON        answers {"echo": body, "pid": ..., "rid": X-Request-Id};
   a JSON list       (a batch) answers a list, one answer per element;
   anything else     answers b"bytes:" + the body, as bytes.
@@ -63,6 +65,8 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             return self.reply(200, b"bytes:" + raw, "application/octet-stream")
+        if isinstance(body, dict) and body.get("crash"):
+            os._exit(1)
         if isinstance(body, dict) and body.get("status"):
             return self.reply(int(body["status"]), b'{"error": "asked for it"}')
         if isinstance(body, list) and self.headers.get("Content-Type") == "application/json":
