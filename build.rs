@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // For gRPC reflection (src/serve/grpc.rs).
+        .file_descriptor_set_path(out_dir.join("inferq_descriptor.bin"))
         .build_server(true)
         .build_client(true)
         .compile_with_config(config, &protos, &[PathBuf::from("proto"), well_known])?;

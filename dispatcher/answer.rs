@@ -7,9 +7,11 @@
 //! never number more than MaxWorkers, across streams: the channels they sit
 //! in need no bound of their own.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use crate::metrics;
+use crate::metrics::dispatcher::NodeGauges;
 use crate::model_zoo::{ModelError, Params};
 use crate::proto::JobResult;
 
@@ -112,17 +114,23 @@ pub struct Answered {
 pub struct Reply {
     to: mpsc::UnboundedSender<Answered>,
     place: OwnedSemaphorePermit,
+    gauges: Arc<NodeGauges>,
 }
 
 impl Reply {
-    pub fn new(to: mpsc::UnboundedSender<Answered>, place: OwnedSemaphorePermit) -> Self {
-        Reply { to, place }
+    /// A job's reply; the job counts as in hand until it is sent.
+    pub fn new(
+        to: mpsc::UnboundedSender<Answered>,
+        place: OwnedSemaphorePermit,
+        gauges: Arc<NodeGauges>,
+    ) -> Self {
+        gauges.job_taken();
+        Reply { to, place, gauges }
     }
 
     /// Sends the answer and counts the job done.
     pub fn send(self, answer: impl Into<Answer>) {
-        metrics::DISPATCHER_JOBS_IN_HAND.add(-1);
-        metrics::DISPATCHER_JOBS_DONE.inc();
+        self.gauges.job_answered();
         let _ = self.to.send(Answered {
             answer: answer.into(),
             _place: self.place,

@@ -86,7 +86,7 @@ impl Batcher {
     /// are not a JSON object, or a batcher that has stopped, are answered
     /// InferFail at once.
     pub fn submit(&self, job: Job, done: Reply) {
-        let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
+        let span = job.span("run");
         let (input, cost) = if self.model.served().is_some() {
             let input = BatchInput::Body {
                 body: job.params_json.into(),
@@ -255,11 +255,17 @@ async fn run(
                     waited_us = batch[0].arrived.elapsed().as_micros() as u64,
                     "batch started"
                 );
+                let started = std::time::Instant::now();
+                let (n, longest) = (
+                    items(&batch),
+                    batch.iter().map(|w| w.job.cost.longest).max().unwrap_or(0),
+                );
                 let answers = if let Some(server) = model.served() {
                     run_served(server, &mut batch, codes.infer_fail).await
                 } else {
                     run_in_process(&model, &mut batch, codes.infer_fail).await
                 };
+                crate::metrics::dispatcher::model_run(model.api_path(), started, n, longest);
                 for (w, answer) in batch.into_iter().zip(answers) {
                     w.job.done.send(answer);
                 }
@@ -374,7 +380,11 @@ mod tests {
         let place = Arc::new(Semaphore::new(1))
             .try_acquire_owned()
             .expect("a place");
-        Reply::new(tx.clone(), place)
+        Reply::new(
+            tx.clone(),
+            place,
+            Arc::new(crate::metrics::dispatcher::NodeGauges::new("test")),
+        )
     }
 
     fn waiting(costs: &[(usize, usize)]) -> Vec<Waiting> {

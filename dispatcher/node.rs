@@ -34,7 +34,7 @@ use tracing::Instrument;
 use super::answer::{model_answer, served_answer, Answer, Answered, Reply};
 use super::batcher::{BatchCodes, Batcher};
 use crate::backoff::Backoff;
-use crate::metrics;
+use crate::metrics::dispatcher::{self as dispatcher_metrics, NodeGauges};
 use crate::model_zoo::{ModelError, ModelSet, Params};
 use crate::proto::{
     dispatcher_message, queue_message, unix_ms_now, DispatchLink, DispatcherMessage, Drain, Hello,
@@ -97,6 +97,8 @@ pub struct DispatcherNode {
     answers_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Answered>>,
     /// The readiness of the model servers this node's models run in.
     servers_ready: Vec<watch::Receiver<bool>>,
+    /// Jobs in hand, credits and jobs done, under this node's queue.
+    gauges: Arc<NodeGauges>,
 }
 
 enum SessionEnd {
@@ -137,6 +139,7 @@ impl DispatcherNode {
             .filter_map(|m| m.served().map(|s| s.readiness()))
             .collect();
         DispatcherNode {
+            gauges: Arc::new(NodeGauges::new(&opts.queue)),
             servers_ready,
             answers_tx,
             answers_rx: tokio::sync::Mutex::new(answers_rx),
@@ -285,7 +288,7 @@ impl DispatcherNode {
             Ok(Some(Err(s))) => return Err(s),
             _ => return Ok(SessionEnd::Lost("no Welcome from the queue".into())),
         };
-        metrics::DISPATCHER_CREDITS.set(welcome.credits as i64);
+        self.gauges.credits_granted(welcome.credits);
         self.connected.store(true, Ordering::Relaxed);
         tracing::info!(session = %welcome.session_id, credits = welcome.credits, queue = %self.opts.queue, "connected to the queue");
         if !carried.is_empty() {
@@ -368,7 +371,9 @@ impl DispatcherNode {
                             ));
                         };
                         in_hand.insert(job.request_id.clone());
-                        self.start(job, Reply::new(self.answers_tx.clone(), place));
+                        let reply =
+                            Reply::new(self.answers_tx.clone(), place, Arc::clone(&self.gauges));
+                        self.start(job, reply);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(s)) => break SessionEnd::Lost(format!("stream error: {}", s.message())),
@@ -418,7 +423,7 @@ impl DispatcherNode {
     /// bound how many are in flight.
     fn call_server(&self, model: Arc<dyn crate::model_zoo::Model>, job: Job, done: Reply) {
         let codes = self.codes;
-        let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
+        let span = job.span("run");
         tokio::spawn(
             async move {
                 let id = job.request_id.clone();
@@ -433,6 +438,7 @@ impl DispatcherNode {
                     return done.send(JobResult::error(&id, codes.infer_fail, "no model server"));
                 };
                 tracing::debug!("job started");
+                let started = std::time::Instant::now();
                 let call = server.call(&id, job.params_json.into());
                 // Nobody waits for an answer after the caller's deadline.
                 let left = match job.deadline_unix_ms {
@@ -454,6 +460,7 @@ impl DispatcherNode {
                         }
                     },
                 };
+                dispatcher_metrics::model_run(&job.api_path, started, 1, 0);
                 done.send(served_answer(&id, job.from_payload, out, codes.infer_fail));
             }
             .instrument(span),
@@ -486,7 +493,6 @@ impl DispatcherNode {
 
     /// Runs one job off the reactor; its result goes to `done`.
     fn start(&self, job: Job, done: Reply) {
-        metrics::DISPATCHER_JOBS_IN_HAND.add(1);
         let served = self
             .models
             .get(&job.api_path)
@@ -515,7 +521,7 @@ impl DispatcherNode {
         let model = self.models.get(&job.api_path).cloned();
         let slots = Arc::clone(&self.infer_slots);
         let codes = self.codes;
-        let span = tracing::info_span!("job", request_id = %job.request_id, api = %job.api_path, delivery = job.deliveries);
+        let span = job.span("run");
         tokio::spawn(
             async move {
                 let id = job.request_id.clone();
@@ -540,9 +546,12 @@ impl DispatcherNode {
                                 let _slot = slots.acquire_owned().await;
                                 tracing::debug!("job started");
                                 let rid = id.clone();
+                                let started = std::time::Instant::now();
+                                let api = Arc::clone(&model);
                                 let ran =
                                     tokio::task::spawn_blocking(move || model.infer(&rid, params))
                                         .await;
+                                dispatcher_metrics::model_run(api.api_path(), started, 1, 0);
                                 let out = ran.unwrap_or_else(|join| {
                                     tracing::error!(error = %join, "model panicked");
                                     Err(ModelError::new("the model panicked"))

@@ -4,6 +4,7 @@
 //! check → a job on one of the gateway's queues, with the deadline
 //! `MessageTimeout` → the result, or a [`Failure`] carrying the client code.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use super::request::BodyLimits;
 use crate::clip::clip;
 use crate::codes::{CodeTable, ErrorKind};
 use crate::config::{KeyError, Settings};
+use crate::metrics::gateway::{sign_label, Refusal};
 use crate::model_zoo::{ModelSet, Params};
 use crate::proto::{job_result, unix_ms_now, Job};
 use crate::proto::{CallError, QueueLink};
@@ -31,7 +33,50 @@ pub struct Failure {
     pub kind: Option<ErrorKind>,
     pub code: i32,
     pub msg: String,
+    /// Set when the request was refused for load (a full queue, a spent
+    /// rate): when to try again. Outside go-infer's envelope it is HTTP 429
+    /// with `Retry-After`, RESOURCE_EXHAUSTED on gRPC.
+    pub retry_after: Option<Duration>,
 }
+
+impl Failure {
+    /// Why the request was refused for load or abuse, if it was (metrics).
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self.kind? {
+            ErrorKind::RateLimited => Some(Refusal::Rate),
+            ErrorKind::ServerBusy => Some(Refusal::Limit),
+            ErrorKind::SignReplay => Some(Refusal::Replay),
+            ErrorKind::BodyTooLarge => Some(Refusal::BodySize),
+            ErrorKind::SendMsgFail if self.retry_after.is_some() => Some(Refusal::QueueFull),
+            _ => None,
+        }
+    }
+
+    fn retry_in(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+/// What a go-infer request came to: its appId and sign type (as the
+/// metrics label them), and the model's output or the failure.
+pub struct Handled {
+    pub app_id: String,
+    pub sign: &'static str,
+    pub outcome: Result<Params, Failure>,
+}
+
+/// Whether a model can be served now (KServe's model ready).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelReadiness {
+    Ready,
+    NotReady(String),
+    /// This gateway does not serve it.
+    Unknown,
+}
+
+/// How long a client refused for a full queue is asked to wait.
+const QUEUE_FULL_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Gateway {
     codes: CodeTable,
@@ -45,6 +90,9 @@ pub struct Gateway {
     queues: Vec<String>,
     next_queue: AtomicUsize,
     message_timeout: Duration,
+    /// The `api` label of each model path (and of any other path).
+    api_labels: HashMap<String, Arc<str>>,
+    unknown_api: Arc<str>,
 }
 
 impl Gateway {
@@ -70,6 +118,12 @@ impl Gateway {
                     settings.api.max_large_requests(),
                 ),
             },
+            api_labels: models
+                .paths()
+                .into_iter()
+                .map(|p| (p.clone(), Arc::from(p)))
+                .collect(),
+            unknown_api: Arc::from("unknown"),
             models,
             link,
             queues,
@@ -90,6 +144,36 @@ impl Gateway {
     /// Whether a queue service answers now.
     pub async fn queue_ready(&self) -> Result<(), CallError> {
         self.link.ping().await
+    }
+
+    /// Whether the model named `name` (at `/api/{name}`, or at the path
+    /// `name`) can be served now: a queue answers and a dispatcher is
+    /// connected for one of this gateway's queues.
+    pub async fn model_ready(&self, name: &str) -> ModelReadiness {
+        let known = self.models.paths().iter().any(|p| {
+            let p = p.trim_start_matches('/');
+            p == name || p.strip_prefix("api/") == Some(name)
+        });
+        if !known {
+            return ModelReadiness::Unknown;
+        }
+        match self.link.stats().await {
+            Err(e) => ModelReadiness::NotReady(format!("queue service: {e}")),
+            Ok(stats) => {
+                let serving = stats
+                    .iter()
+                    .filter(|s| self.queues.contains(&s.queue))
+                    .any(|s| s.dispatchers > 0);
+                if serving {
+                    ModelReadiness::Ready
+                } else {
+                    ModelReadiness::NotReady(format!(
+                        "no dispatcher is connected for {}",
+                        self.queues.join(", ")
+                    ))
+                }
+            }
+        }
     }
 
     /// Takes one request from `id`'s rate.
@@ -117,6 +201,15 @@ impl Gateway {
         self.models.get(api_path).map(|m| m.served().is_some())
     }
 
+    /// The metrics' `api` label of a request to `path`: the path of a
+    /// model served, else `unknown` (a client cannot add label values).
+    pub fn api_label(&self, path: &str) -> Arc<str> {
+        self.api_labels
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| Arc::clone(&self.unknown_api))
+    }
+
     /// The API paths served.
     pub fn paths(&self) -> Vec<String> {
         self.models.paths()
@@ -134,6 +227,7 @@ impl Gateway {
             kind: Some(kind),
             code: self.codes.code(kind),
             msg,
+            retry_after: None,
         }
     }
 
@@ -146,10 +240,14 @@ impl Gateway {
         api_path: &str,
         body: &[u8],
         key: Option<&IdempotencyKey>,
-    ) -> (String, Result<Params, Failure>) {
+    ) -> Handled {
         match Envelope::from_body(body) {
             Ok(env) => self.handle_envelope(request_id, api_path, env, key).await,
-            Err((kind, detail)) => (String::new(), Err(self.fail(kind, &detail))),
+            Err((kind, detail)) => Handled {
+                app_id: String::new(),
+                sign: sign_label(""),
+                outcome: Err(self.fail(kind, &detail)),
+            },
         }
     }
 
@@ -160,18 +258,42 @@ impl Gateway {
         api_path: &str,
         fields: Map<String, Value>,
         key: Option<&IdempotencyKey>,
-    ) -> (String, Result<Params, Failure>) {
+    ) -> Handled {
         let app_id = match fields.get("appId") {
             Some(Value::String(s)) => s.clone(),
             _ => String::new(),
         };
+        let sign = match fields.get("signType") {
+            Some(Value::String(s)) => sign_label(s),
+            _ => sign_label(""),
+        };
         match Envelope::from_fields(fields) {
             Ok(env) => self.handle_envelope(request_id, api_path, env, key).await,
-            Err((kind, detail)) => (app_id, Err(self.fail(kind, &detail))),
+            Err((kind, detail)) => Handled {
+                app_id,
+                sign,
+                outcome: Err(self.fail(kind, &detail)),
+            },
         }
     }
 
     async fn handle_envelope(
+        &self,
+        request_id: &str,
+        api_path: &str,
+        env: Envelope,
+        key: Option<&IdempotencyKey>,
+    ) -> Handled {
+        let sign = sign_label(&env.sign_type);
+        let (app_id, outcome) = self.handle_signed(request_id, api_path, env, key).await;
+        Handled {
+            app_id,
+            sign,
+            outcome,
+        }
+    }
+
+    async fn handle_signed(
         &self,
         request_id: &str,
         api_path: &str,
@@ -185,10 +307,8 @@ impl Gateway {
             return (app_id, Err(self.fail(kind, &detail)));
         }
         if let Err(retry) = self.rates.check(Identity::AppId(&env.app_id)) {
-            return (
-                app_id,
-                Err(self.fail(ErrorKind::RateLimited, &retry.to_string())),
-            );
+            let f = self.fail(ErrorKind::RateLimited, &retry.to_string());
+            return (app_id, Err(f.retry_in(retry.0)));
         }
         let replayed = match self.is_replay(&env, now).await {
             Ok(replayed) => replayed,
@@ -245,6 +365,7 @@ impl Gateway {
                 kind: self.codes.kind_of(code),
                 code,
                 msg: e.message,
+                retry_after: None,
             },
             None => self.fail(ErrorKind::ApiEntryFail, &e.message),
         })?;
@@ -269,6 +390,11 @@ impl Gateway {
             reply_to: String::new(),
             from_payload: false,
             join_only,
+            enqueued_unix_ms: 0,
+            trace_request_id: request_id.to_string(),
+            traceparent: super::request::traceparent()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
         };
         let result = self.link.call(job).await.map_err(|e| {
             let kind = match &e {
@@ -282,7 +408,11 @@ impl Gateway {
                 CallError::NothingToJoin(_) => ErrorKind::SignReplay,
             };
             tracing::warn!(error = %e, "queue call failed");
-            self.fail(kind, &e.to_string())
+            let f = self.fail(kind, &e.to_string());
+            match e {
+                CallError::QueueFull(_) => f.retry_in(QUEUE_FULL_RETRY),
+                _ => f,
+            }
         })?;
         match result.outcome {
             Some(
@@ -300,6 +430,7 @@ impl Gateway {
                 kind: self.codes.kind_of(e.code),
                 code: e.code,
                 msg: e.message,
+                retry_after: None,
             }),
             None => Err(self.fail(ErrorKind::RecvMsgFail, "empty result")),
         }

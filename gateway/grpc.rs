@@ -20,7 +20,7 @@ use super::http::{HttpLimits, EAS_REQUEST_TIMEOUT};
 use super::idempotency::{IdempotencyKey, IDEMPOTENCY_HEADER};
 use super::new_request_id;
 use crate::codes::ErrorKind;
-use crate::metrics;
+use crate::metrics::gateway::{sign_label, RequestMetric};
 use crate::proto::async_queue_server::AsyncQueueServer;
 use crate::proto::predict_request::Params as RequestParams;
 use crate::proto::predict_server::{Predict, PredictServer};
@@ -42,9 +42,17 @@ impl Predict for PredictGrpc {
         &self,
         request: Request<PredictRequest>,
     ) -> Result<Response<PredictReply>, Status> {
-        metrics::GATEWAY_REQUESTS.inc();
         let request_id = new_request_id();
-        let span = tracing::info_span!("grpc_predict", request_id = %request_id);
+        let traceparent = request
+            .metadata()
+            .get(crate::proto::trace::TRACEPARENT_KEY)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| crate::proto::trace::valid_traceparent(v))
+            .map(Arc::<str>::from);
+        let span = tracing::info_span!("grpc_predict", request_id = %request_id, traceparent = tracing::field::Empty);
+        if let Some(tp) = &traceparent {
+            span.record("traceparent", &**tp);
+        }
         let key = request
             .metadata()
             .get(IDEMPOTENCY_HEADER)
@@ -52,12 +60,14 @@ impl Predict for PredictGrpc {
             .transpose();
         let r = request.into_inner();
         let gw = &self.gateway;
-        async move {
+        let metric = RequestMetric::start("grpc", gw.api_label(&r.api_path));
+        let served = async move {
             let key = match key {
                 Ok(key) => key,
                 Err(why) => {
-                    metrics::GATEWAY_ERRORS.inc();
-                    return Err(status_of(&gw.fail(ErrorKind::SignFail1, &why), &request_id));
+                    let f = gw.fail(ErrorKind::SignFail1, &why);
+                    metric.finish(&f.code.to_string(), sign_label(""));
+                    return Err(status_of(&f, &request_id));
                 }
             };
             let data = match r.params {
@@ -65,12 +75,14 @@ impl Predict for PredictGrpc {
                     Ok(Value::Object(m)) => m,
                     _ => {
                         let f = gw.fail(ErrorKind::SignFail1, "data_json: must be a JSON object");
+                        metric.finish(&f.code.to_string(), sign_label(&r.sign_type));
                         return Err(status_of(&f, &request_id));
                     }
                 },
                 Some(RequestParams::Data(s)) => struct_to_json(s),
                 None => {
                     let f = gw.fail(ErrorKind::SignFail1, "data: is required");
+                    metric.finish(&f.code.to_string(), sign_label(&r.sign_type));
                     return Err(status_of(&f, &request_id));
                 }
             };
@@ -86,11 +98,13 @@ impl Predict for PredictGrpc {
             if !r.enc_type.is_empty() {
                 fields.insert("encType".into(), Value::String(r.enc_type));
             }
-            let (_app, outcome) = gw
+            let handled = gw
                 .handle_fields(&request_id, &r.api_path, fields, key.as_ref())
                 .await;
-            match outcome {
+            match handled.outcome {
                 Ok(output) => {
+                    metric.finish("0", handled.sign);
+                    tracing::debug!(code = 0, "answered");
                     let result_json = serde_json::to_string(&output).unwrap_or_default();
                     Ok(Response::new(PredictReply {
                         request_id: request_id.clone(),
@@ -101,13 +115,13 @@ impl Predict for PredictGrpc {
                     }))
                 }
                 Err(f) => {
-                    metrics::GATEWAY_ERRORS.inc();
+                    super::http::count_refusal(&f);
+                    metric.finish(&f.code.to_string(), handled.sign);
                     Err(status_of(&f, &request_id))
                 }
             }
-        }
-        .instrument(span)
-        .await
+        };
+        super::request::with_traceparent(traceparent, served.instrument(span)).await
     }
 }
 
@@ -122,6 +136,8 @@ fn status_of(f: &Failure, request_id: &str) -> Status {
             | ErrorKind::SignReplay,
         ) => Code::Unauthenticated,
         Some(ErrorKind::RateLimited | ErrorKind::ServerBusy) => Code::ResourceExhausted,
+        // A full queue: come back later.
+        Some(ErrorKind::SendMsgFail) if f.retry_after.is_some() => Code::ResourceExhausted,
         Some(ErrorKind::IdempotencyConflict) => Code::AlreadyExists,
         Some(
             ErrorKind::SignFail1
@@ -140,6 +156,12 @@ fn status_of(f: &Failure, request_id: &str) -> Status {
     }
     if let Ok(v) = MetadataValue::try_from(request_id) {
         md.insert("inferq-request-id", v);
+    }
+    if let Some(after) = f.retry_after {
+        let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = MetadataValue::try_from(secs.to_string()) {
+            md.insert("retry-after", v);
+        }
     }
     Status::with_metadata(code, format!("{}: {}", f.code, f.msg), md)
 }
@@ -201,6 +223,7 @@ pub fn router(
     eas: Option<super::eas::EasApi>,
     limits: &HttpLimits,
     in_flight: Arc<Semaphore>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> axum::Router {
     let max = limits.max_body_bytes;
     let budget = BudgetedBody {
@@ -208,14 +231,28 @@ pub fn router(
         // A message and its 5-byte gRPC frame header.
         max: max.saturating_add(5),
     };
-    let mut routes =
-        Routes::new(PredictServer::new(PredictGrpc::new(gateway)).max_decoding_message_size(max));
+    let mut routes = Routes::new(
+        PredictServer::new(PredictGrpc::new(Arc::clone(&gateway))).max_decoding_message_size(max),
+    );
+    let mut services: &'static [&'static str] = &["inferq.v1.Predict"];
     if let Some(api) = eas {
         routes = routes.add_service(
             AsyncQueueServer::new(super::eas::grpc::EasQueueGrpc::new(api))
                 .max_decoding_message_size(max),
         );
+        services = &["inferq.v1.Predict", "inferq.v1.AsyncQueue"];
     }
+    // Serving while a queue service answers, as `/readyz`.
+    let (routes, health) = crate::serve::grpc::with_health_and_reflection(routes, services);
+    crate::serve::grpc::track_health(
+        health,
+        services,
+        move || {
+            let gw = Arc::clone(&gateway);
+            async move { gw.queue_ready().await.is_ok() }
+        },
+        stop,
+    );
     routes
         .into_axum_router()
         .layer(axum::middleware::from_fn(move |req, next| {

@@ -29,6 +29,7 @@ use super::openai::{self, OpenAiApi};
 use super::request::{assign_request_id, bearer, read_limited, request_span, BodyError, RequestId};
 use crate::codes::ErrorKind;
 use crate::metrics;
+use crate::metrics::gateway::{sign_label, RequestMetric};
 
 #[derive(Clone)]
 struct AppState {
@@ -141,9 +142,7 @@ async fn metrics_behind_token(
     use subtle::ConstantTimeEq;
     let given = bearer(&headers).unwrap_or_default();
     match &state.admin_token {
-        Some(t) if bool::from(t.as_bytes().ct_eq(given.as_bytes())) => {
-            metrics::render().into_response()
-        }
+        Some(t) if bool::from(t.as_bytes().ct_eq(given.as_bytes())) => metrics::handler().await,
         _ => unknown_path(State(state), Extension(id), uri).await,
     }
 }
@@ -164,34 +163,61 @@ async fn model_route(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    metrics::GATEWAY_REQUESTS.inc();
     let gw = &state.gateway;
+    let metric = RequestMetric::start("rest", gw.api_label(uri.path()));
     let key = match idempotency_key(&headers) {
         Ok(key) => key,
         Err(why) => {
-            metrics::GATEWAY_ERRORS.inc();
             let f = gw.fail(ErrorKind::SignFail1, &why);
+            metric.finish(&f.code.to_string(), sign_label(""));
             return envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg));
         }
     };
     let (bytes, _held) = match read_limited(body, state.max_body, gw.body_limits()).await {
         Ok(b) => b,
         Err(e) => {
-            metrics::GATEWAY_ERRORS.inc();
             let (status, f) = body_failure(gw, &e, state.max_body);
-            return envelope_response(status, failure_body("", &id.0, f.code, &f.msg));
+            count_refusal(&f);
+            metric.finish(&f.code.to_string(), sign_label(""));
+            let mut r = envelope_response(status, failure_body("", &id.0, f.code, &f.msg));
+            set_retry_after(&mut r, f.retry_after);
+            return r;
         }
     };
-    let (app_id, outcome) = gw
+    let handled = gw
         .handle_body(&id.0, uri.path(), &bytes, key.as_ref())
         .await;
-    match outcome {
-        Ok(output) => envelope_response(StatusCode::OK, success_body(&app_id, &id.0, output)),
-        Err(Failure { code, msg, .. }) => {
-            metrics::GATEWAY_ERRORS.inc();
+    let app_id = handled.app_id;
+    match handled.outcome {
+        Ok(output) => {
+            metric.finish("0", handled.sign);
+            tracing::debug!(code = 0, "answered");
+            envelope_response(StatusCode::OK, success_body(&app_id, &id.0, output))
+        }
+        Err(f) => {
+            count_refusal(&f);
+            metric.finish(&f.code.to_string(), handled.sign);
+            let Failure { code, msg, .. } = f;
             tracing::info!(code, %msg, "answered with an error");
             envelope_response(StatusCode::OK, failure_body(&app_id, &id.0, code, &msg))
         }
+    }
+}
+
+/// Counts a failure that refused the request for load or abuse.
+pub fn count_refusal(f: &Failure) {
+    if let Some(r) = f.refusal() {
+        r.count();
+    }
+}
+
+/// Adds `Retry-After` (whole seconds, at least 1) when the failure asks
+/// the client to come back later.
+pub fn set_retry_after(r: &mut Response, after: Option<Duration>) {
+    if let Some(after) = after {
+        let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
 }
 
@@ -213,10 +239,12 @@ pub fn body_failure(gw: &Gateway, e: &BodyError, max_body: usize) -> (StatusCode
                 &format!("the limit is {max_body} bytes"),
             ),
         ),
-        BodyError::Busy(b) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            gw.fail(ErrorKind::ServerBusy, &b.to_string()),
-        ),
+        // The gateway's budget of bytes is spent: come back in a second.
+        BodyError::Busy(b) => (StatusCode::TOO_MANY_REQUESTS, {
+            let mut f = gw.fail(ErrorKind::ServerBusy, &b.to_string());
+            f.retry_after = Some(Duration::from_secs(1));
+            f
+        }),
         BodyError::TimedOut(_) => (
             StatusCode::REQUEST_TIMEOUT,
             gw.fail(ErrorKind::SignFail1, &e.to_string()),
@@ -233,9 +261,9 @@ async fn unknown_path(
     Extension(id): Extension<RequestId>,
     uri: Uri,
 ) -> Response {
-    metrics::GATEWAY_REQUESTS.inc();
-    metrics::GATEWAY_ERRORS.inc();
+    let metric = RequestMetric::start("rest", state.gateway.api_label(uri.path()));
     let f = state.gateway.fail(ErrorKind::UnknownApiPath, uri.path());
+    metric.finish(&f.code.to_string(), sign_label(""));
     envelope_response(StatusCode::OK, failure_body("", &id.0, f.code, &f.msg))
 }
 

@@ -19,7 +19,7 @@ use crate::proto::{
     unix_ms_now, AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply,
     AsyncCommitRequest, AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest,
     AsyncSearchReply, AsyncSearchRequest, AsyncWatchRequest, CallError, CallRequest, EasLink,
-    ItemStream, Job, JobResult, MarkSeenRequest, PingRequest, QueueLink,
+    ItemStream, Job, JobResult, MarkSeenRequest, PingRequest, QueueLink, QueueStats, StatsRequest,
 };
 
 /// Why the queue endpoints cannot be used.
@@ -173,6 +173,39 @@ impl QueueLink for RemoteQueueLink {
         .await?;
         Ok(())
     }
+
+    async fn stats(&self) -> Result<Vec<QueueStats>, CallError> {
+        // Each instance knows only its own dispatchers: ask them all (a
+        // second each) and add up; depths are the shared store's.
+        let asks = self.instances.iter().map(|i| {
+            let mut c = i.client.clone();
+            async move {
+                let mut r = tonic::Request::new(StatsRequest::default());
+                r.set_timeout(Duration::from_secs(1));
+                c.stats(r).await.map(|r| r.into_inner().queues)
+            }
+        });
+        let mut merged: std::collections::BTreeMap<String, QueueStats> = Default::default();
+        let mut last = None;
+        for answer in futures::future::join_all(asks).await {
+            match answer {
+                Ok(queues) => {
+                    for q in queues {
+                        let m = merged.entry(q.queue.clone()).or_insert_with(|| QueueStats {
+                            dispatchers: 0,
+                            ..q.clone()
+                        });
+                        m.dispatchers = m.dispatchers.saturating_add(q.dispatchers);
+                    }
+                }
+                Err(s) => last = Some(s),
+            }
+        }
+        match (merged.is_empty(), last) {
+            (true, Some(s)) => Err(s.into()),
+            _ => Ok(merged.into_values().collect()),
+        }
+    }
 }
 
 impl RemoteQueueLink {
@@ -189,6 +222,7 @@ impl RemoteQueueLink {
             let mut request = tonic::Request::new(CallRequest {
                 job: Some(job.clone()),
             });
+            crate::proto::trace::TraceMetadata::of(job).write(request.metadata_mut());
             // A little past the job's own deadline, so the queue's answer wins.
             request.set_timeout(Duration::from_millis(left.max(0) as u64 + 1000));
             let err = match instance.client.clone().call(request).await {

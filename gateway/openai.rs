@@ -27,7 +27,7 @@ use super::idempotency::KeyedJob;
 use super::rate::Identity;
 use super::request::{bearer, read_limited, RequestId};
 use crate::codes::ErrorKind;
-use crate::metrics;
+use crate::metrics::gateway::{Refusal, RequestMetric};
 use crate::model_zoo::Params;
 
 /// What the OpenAI-style API serves.
@@ -57,7 +57,6 @@ pub fn router(gateway: Arc<Gateway>, api: OpenAiApi, max_body: usize) -> Router 
 }
 
 fn error(status: StatusCode, kind: &str, code: Value, message: impl Into<String>) -> Response {
-    metrics::GATEWAY_ERRORS.inc();
     let body = json!({"error": {
         "message": message.into(),
         "type": kind,
@@ -87,7 +86,10 @@ fn authorised(headers: &HeaderMap, keys: &[String]) -> bool {
 }
 
 fn failure_response(f: Failure) -> Response {
+    super::http::count_refusal(&f);
     let status = match f.kind {
+        // A full queue: come back later.
+        _ if f.retry_after.is_some() => StatusCode::TOO_MANY_REQUESTS,
         Some(ErrorKind::ApiEntryFail) => StatusCode::BAD_REQUEST,
         Some(ErrorKind::SendMsgFail) => StatusCode::SERVICE_UNAVAILABLE,
         Some(ErrorKind::QueueTimeout) => StatusCode::GATEWAY_TIMEOUT,
@@ -102,7 +104,10 @@ fn failure_response(f: Failure) -> Response {
     } else {
         "server_error"
     };
-    error(status, kind, json!(f.code), f.msg)
+    let retry_after = f.retry_after;
+    let mut r = error(status, kind, json!(f.code), f.msg);
+    super::http::set_retry_after(&mut r, retry_after);
+    r
 }
 
 async fn embeddings(
@@ -111,7 +116,13 @@ async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    metrics::GATEWAY_REQUESTS.inc();
+    let metric = RequestMetric::start("rest", Arc::from("/v1/embeddings"));
+    let r = embed(state, id, headers, body).await;
+    metric.finish(r.status().as_str(), "bearer");
+    r
+}
+
+async fn embed(state: ApiState, id: RequestId, headers: HeaderMap, body: Body) -> Response {
     if !authorised(&headers, &state.api.api_keys) {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -122,6 +133,7 @@ async fn embeddings(
     }
     if let Some(token) = bearer(&headers) {
         if let Err(retry) = state.gateway.check_rate(Identity::OpenAiKey(token)) {
+            Refusal::Rate.count();
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_exceeded",
@@ -142,12 +154,16 @@ async fn embeddings(
         Ok(b) => b,
         Err(e) => {
             let (status, f) = super::http::body_failure(&state.gateway, &e, state.max_body);
+            super::http::count_refusal(&f);
             let status = if status == StatusCode::OK {
                 StatusCode::BAD_REQUEST
             } else {
                 status
             };
-            return error(status, "invalid_request_error", json!(f.code), f.msg);
+            let retry_after = f.retry_after;
+            let mut r = error(status, "invalid_request_error", json!(f.code), f.msg);
+            super::http::set_retry_after(&mut r, retry_after);
+            return r;
         }
     };
     let request: Value = match serde_json::from_slice(&bytes) {

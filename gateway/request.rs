@@ -19,6 +19,34 @@ use super::new_request_id;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
+tokio::task_local! {
+    /// The client's W3C traceparent for the request being served, when it
+    /// sent a well-formed one.
+    static TRACEPARENT: Option<Arc<str>>;
+}
+
+/// The traceparent of the request this task serves, if any.
+pub fn traceparent() -> Option<Arc<str>> {
+    TRACEPARENT.try_with(|t| t.clone()).ok().flatten()
+}
+
+/// Runs `f` as the serving of a request that came with `traceparent`.
+pub async fn with_traceparent<F: std::future::Future>(
+    traceparent: Option<Arc<str>>,
+    f: F,
+) -> F::Output {
+    TRACEPARENT.scope(traceparent, f).await
+}
+
+/// A client's `traceparent` header, when well formed.
+pub fn traceparent_header(headers: &axum::http::HeaderMap) -> Option<Arc<str>> {
+    headers
+        .get(crate::proto::trace::TRACEPARENT_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| crate::proto::trace::valid_traceparent(v))
+        .map(Arc::from)
+}
+
 /// The span of one request, with the id `assign_request_id` gave it.
 pub fn request_span(req: &Request) -> tracing::Span {
     let id = req
@@ -26,13 +54,18 @@ pub fn request_span(req: &Request) -> tracing::Span {
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| Arc::from(""));
-    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+    let span = tracing::info_span!("request", request_id = %id, traceparent = tracing::field::Empty, method = %req.method(), path = %req.uri().path());
+    if let Some(tp) = traceparent_header(req.headers()) {
+        span.record("traceparent", &*tp);
+    }
+    span
 }
 
 pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
     let id: Arc<str> = Arc::from(new_request_id());
     req.extensions_mut().insert(RequestId(Arc::clone(&id)));
-    let mut resp = next.run(req).await;
+    let tp = traceparent_header(req.headers());
+    let mut resp = with_traceparent(tp, next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::core::Gateway;
+use super::core::{Gateway, ModelReadiness};
 use super::eas::{EasApi, EasApiError};
 use super::http::{self, HttpLimits};
 use super::openai::OpenAiApi;
@@ -50,36 +50,64 @@ pub struct Ports {
     pub grpc: Option<u16>,
 }
 
-/// The admin routes: `/metrics`, and `/healthz`, which answers 503 while no
-/// queue service answers.
+/// The admin routes: `/metrics` and the health routes.
 pub fn admin_router(gateway: Arc<Gateway>) -> axum::Router {
     axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(|| async { crate::metrics::render() }),
-        )
+        .route("/metrics", axum::routing::get(crate::metrics::handler))
         .merge(health_router(gateway))
 }
 
-/// `/healthz`: 200 `ok` when a queue service answers within a second, 503
-/// with the reason otherwise.
+/// Health, on the public and the admin listener:
+/// - `/healthz`, `/v2/health/live`: the process answers (200);
+/// - `/readyz`: 200 when a queue service answers within a second, else 503
+///   with the reason; `/v2/health/ready` the same, with KServe's 400 for
+///   not ready;
+/// - `/v2/models/{name}/ready` (KServe v2): 200 when the model at
+///   `/api/{name}` is served here, a queue answers and a dispatcher is
+///   connected for one of this gateway's queues; 400 when not, 404 for a
+///   model this gateway does not serve.
 pub fn health_router(gateway: Arc<Gateway>) -> axum::Router {
+    use axum::extract::{Path, State};
     use axum::http::StatusCode;
-    axum::Router::new().route(
-        "/healthz",
-        axum::routing::get(move || {
-            let gw = Arc::clone(&gateway);
-            async move {
-                match gw.queue_ready().await {
-                    Ok(()) => (StatusCode::OK, "ok\n".to_string()),
-                    Err(e) => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("queue service: {e}\n"),
-                    ),
-                }
-            }
-        }),
-    )
+    use axum::routing::get;
+    async fn ready(gw: &Gateway, not_ready: StatusCode) -> (StatusCode, String) {
+        match gw.queue_ready().await {
+            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+            Err(e) => (not_ready, format!("queue service: {e}\n")),
+        }
+    }
+    let alive = || async { (StatusCode::OK, "ok\n") };
+    axum::Router::new()
+        .route("/healthz", get(alive))
+        .route("/v2/health/live", get(alive))
+        .route(
+            "/readyz",
+            get(|State(gw): State<Arc<Gateway>>| async move {
+                ready(&gw, StatusCode::SERVICE_UNAVAILABLE).await
+            }),
+        )
+        .route(
+            "/v2/health/ready",
+            get(|State(gw): State<Arc<Gateway>>| async move {
+                ready(&gw, StatusCode::BAD_REQUEST).await
+            }),
+        )
+        .route(
+            "/v2/models/{name}/ready",
+            get(
+                |State(gw): State<Arc<Gateway>>, Path(name): Path<String>| async move {
+                    match gw.model_ready(&name).await {
+                        ModelReadiness::Ready => (StatusCode::OK, "ok\n".to_string()),
+                        ModelReadiness::Unknown => (
+                            StatusCode::NOT_FOUND,
+                            "no such model on this gateway\n".to_string(),
+                        ),
+                        ModelReadiness::NotReady(why) => (StatusCode::BAD_REQUEST, why + "\n"),
+                    }
+                },
+            ),
+        )
+        .with_state(gateway)
 }
 
 /// Serves the REST and gRPC APIs of `gateway` (and the admin routes on
@@ -142,7 +170,7 @@ pub async fn serve(
     if let Some(p) = grpc_port {
         let addr = format!("{}:{}", settings.api.addr, p);
         let listener = serve::bind("gateway-grpc", &addr).await?;
-        let app = super::grpc::router(Arc::clone(&gateway), eas, &limits, in_flight);
+        let app = super::grpc::router(Arc::clone(&gateway), eas, &limits, in_flight, stop.clone());
         servers.push(tokio::spawn(serve::serve_connections(
             "gateway-grpc",
             listener,

@@ -15,6 +15,7 @@ use super::{
     AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply, AsyncCommitRequest,
     AsyncGetReply, AsyncGetRequest, AsyncItem, AsyncPutReply, AsyncPutRequest, AsyncSearchReply,
     AsyncSearchRequest, AsyncWatchRequest, DispatcherMessage, Job, JobResult, QueueMessage,
+    QueueStats,
 };
 
 /// Why a `Call` got no result. The gateway maps each to a client code.
@@ -98,8 +99,13 @@ pub trait QueueLink: Send + Sync + 'static {
     async fn mark_seen(&self, key: [u8; 32], ttl: std::time::Duration) -> Result<bool, CallError>;
 
     /// Whether a queue service can serve now (`QueueService.Ping`): the
-    /// gateway's `/healthz`.
+    /// gateway's readiness.
     async fn ping(&self) -> Result<(), CallError>;
+
+    /// Every queue's depth and the dispatchers connected for it, summed over
+    /// the queue instances that answer (`QueueService.Stats`): whether a
+    /// model can be served (`/v2/models/{name}/ready`).
+    async fn stats(&self) -> Result<Vec<QueueStats>, CallError>;
 }
 
 /// The items of a watch, as the queue sends them.

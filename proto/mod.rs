@@ -7,7 +7,9 @@
 //!   call can end in;
 //! - [`eas`]: the PAI-EAS conventions shared by the components;
 //! - [`client`]: how gateways and dispatchers reach the queue service (TLS,
-//!   the internal token) and how the queue checks the token.
+//!   the internal token) and how the queue checks the token;
+//! - [`trace`]: a request's id and traceparent as they travel between the
+//!   components (gRPC metadata, job fields).
 //!
 //! Gateway and dispatcher depend on this module, never on `crate::queue`.
 
@@ -18,9 +20,13 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// The contract's descriptors (and their imports), for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("inferq_descriptor");
+
 pub mod client;
 pub mod eas;
 pub mod link;
+pub mod trace;
 
 pub use link::{CallError, DispatchLink, EasLink, Inbound, ItemStream, QueueLink};
 
@@ -64,6 +70,38 @@ impl JobResult {
 }
 
 impl Job {
+    /// The id this job's log lines carry: the gateway's request id, or the
+    /// job's own when the job did not come through a gateway.
+    pub fn trace_id(&self) -> &str {
+        if self.trace_request_id.is_empty() {
+            &self.request_id
+        } else {
+            &self.trace_request_id
+        }
+    }
+
+    /// The span of one step of this job (`what`: "call", "job"), with the
+    /// request id every component logs it under, and the client's
+    /// traceparent when it sent one.
+    pub fn span(&self, what: &'static str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "job",
+            step = what,
+            request_id = %self.trace_id(),
+            job_id = tracing::field::Empty,
+            traceparent = tracing::field::Empty,
+            api = %self.api_path,
+            delivery = self.deliveries,
+        );
+        if self.trace_id() != self.request_id {
+            span.record("job_id", self.request_id.as_str());
+        }
+        if !self.traceparent.is_empty() {
+            span.record("traceparent", self.traceparent.as_str());
+        }
+        span
+    }
+
     /// True when the caller's deadline has passed.
     pub fn is_expired(&self, now_ms: i64) -> bool {
         self.deadline_unix_ms > 0 && now_ms >= self.deadline_unix_ms

@@ -90,12 +90,12 @@ pub fn queue_service(
         StoreKind::Memory => Arc::new(MemoryJobStore::new(job_options, Arc::clone(&waiters))),
         StoreKind::Redis => {
             tracing::info!(redis = %redis.display_addr(), pool = redis.pool_size, "using the Redis Streams backend");
-            RedisJobStore::start(
+            super::jobs::timed::TimedJobStore::wrap(RedisJobStore::start(
                 redis.clone(),
                 job_options,
                 Arc::clone(&waiters),
                 stop.clone(),
-            )?
+            )?)
         }
     };
     let opts = ServiceOptions {

@@ -7,6 +7,7 @@
 
 use tokio::sync::Semaphore;
 
+#[derive(Debug)]
 pub struct CreditWindow {
     size: u32,
     available: Semaphore,

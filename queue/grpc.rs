@@ -43,10 +43,12 @@ impl QueueGrpc {
 #[tonic::async_trait]
 impl queue_service_server::QueueService for QueueGrpc {
     async fn call(&self, request: Request<CallRequest>) -> Result<Response<CallReply>, Status> {
-        let job = request
+        let trace = crate::proto::trace::TraceMetadata::read(request.metadata());
+        let mut job = request
             .into_inner()
             .job
             .ok_or_else(|| Status::invalid_argument("CallRequest.job is missing"))?;
+        trace.fill(&mut job);
         let result = self.service.call(job).await?;
         Ok(Response::new(CallReply {
             result: Some(result),
@@ -164,13 +166,28 @@ pub async fn serve(
     access: Access,
     stop: CancellationToken,
 ) {
-    let routes = tonic::service::Routes::new(QueueServiceServer::new(QueueGrpc::new(service)));
+    let routes = tonic::service::Routes::new(QueueServiceServer::new(QueueGrpc::new(Arc::clone(
+        &service,
+    ))));
+    const SERVICES: &[&str] = &["inferq.v1.QueueService"];
+    let (routes, health) = crate::serve::grpc::with_health_and_reflection(routes, SERVICES);
+    crate::serve::grpc::track_health(
+        health,
+        SERVICES,
+        move || {
+            let service = Arc::clone(&service);
+            async move { service.ping().await.is_ok() }
+        },
+        stop.clone(),
+    );
     let token = access.token;
     let app = routes
         .into_axum_router()
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let admitted = token.admits(req.headers());
+                // Health tells nothing a probe without the token may not know.
+                let admitted = token.admits(req.headers())
+                    || req.uri().path().starts_with("/grpc.health.v1.Health/");
                 async move {
                     if admitted {
                         next.run(req).await
@@ -183,4 +200,27 @@ pub async fn serve(
             },
         ));
     serve_connections("queue-grpc", listener, app, limits, access.tls, stop).await
+}
+
+/// The queue's admin routes (`Server.QueueMetricsListen`): `/metrics`;
+/// `/healthz` (the process answers); `/readyz`: 200 while the store
+/// answers, else 503 with the reason.
+pub fn admin_router(service: Arc<QueueService>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/metrics", get(crate::metrics::handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let service = Arc::clone(&service);
+                async move {
+                    match service.ping().await {
+                        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")),
+                    }
+                }
+            }),
+        )
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
-use crate::metrics;
+use super::session::InHand;
+use crate::metrics::queue as m;
 
 /// A connected dispatcher, as the queue sees it.
 #[derive(Debug, Clone)]
@@ -13,6 +14,8 @@ pub struct SessionInfo {
     pub node_id: String,
     pub queue: String,
     pub window: u32,
+    /// The jobs the session holds: its credits in use.
+    pub in_hand: InHand,
 }
 
 /// The open Dispatch sessions, by session id.
@@ -23,15 +26,11 @@ pub struct SessionRegistry {
 
 impl SessionRegistry {
     pub fn register(&self, id: &str, info: SessionInfo) {
-        if self.sessions.lock().insert(id.to_string(), info).is_none() {
-            metrics::QUEUE_DISPATCHERS.add(1);
-        }
+        self.sessions.lock().insert(id.to_string(), info);
     }
 
     pub fn unregister(&self, id: &str) {
-        if self.sessions.lock().remove(id).is_some() {
-            metrics::QUEUE_DISPATCHERS.add(-1);
-        }
+        self.sessions.lock().remove(id);
     }
 
     /// How many sessions serve `queue`.
@@ -41,6 +40,41 @@ impl SessionRegistry {
             .values()
             .filter(|s| s.queue == queue)
             .count()
+    }
+
+    /// The queues that have a session now.
+    pub fn queues(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .sessions
+            .lock()
+            .values()
+            .map(|s| s.queue.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Sets the per-queue dispatcher count and the per-session credit
+    /// gauges to the sessions open now (gone sessions lose their series).
+    pub fn export(&self, queues: &[String]) {
+        m::DISPATCHERS.reset();
+        m::CREDITS_GRANTED.reset();
+        m::CREDITS_IN_USE.reset();
+        for q in queues {
+            m::DISPATCHERS.with_label_values(&[q.as_str()]).set(0);
+        }
+        for (id, s) in self.sessions.lock().iter() {
+            m::DISPATCHERS.with_label_values(&[s.queue.as_str()]).inc();
+            let in_use: usize = s.in_hand.lock().values().map(Vec::len).sum();
+            let labels = [s.queue.as_str(), id.as_str()];
+            m::CREDITS_GRANTED
+                .with_label_values(&labels)
+                .set(i64::from(s.window));
+            m::CREDITS_IN_USE
+                .with_label_values(&labels)
+                .set(in_use as i64);
+        }
     }
 }
 
@@ -53,6 +87,7 @@ mod tests {
             node_id: "n".into(),
             queue: queue.into(),
             window: 4,
+            in_hand: std::sync::Arc::default(),
         }
     }
 

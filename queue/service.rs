@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
@@ -21,7 +22,7 @@ use super::jobs::{Enqueued, JobQueueSource, JobStore, ResultWaiters};
 use super::registry::SessionRegistry;
 use super::seen::{SeenKeys, KEY_LEN};
 use super::session::{self, SessionOptions};
-use super::source::{JobSource, SourceError};
+use super::source::{JobSource, QueueDepth, SourceError};
 use crate::backoff::Backoff;
 use crate::metrics;
 use crate::proto::eas::INPUT_QUEUE_PREFIX;
@@ -89,7 +90,7 @@ impl QueueService {
         opts: ServiceOptions,
         eas: Option<Arc<EasQueues>>,
     ) -> Arc<Self> {
-        Arc::new(QueueService {
+        let service = Arc::new(QueueService {
             jobs,
             seen,
             eas,
@@ -97,7 +98,47 @@ impl QueueService {
             store_waits: Semaphore::new(opts.max_calls_waiting_for_store),
             opts,
             sessions: Arc::default(),
-        })
+        });
+        let hook: Arc<dyn metrics::Refresh> = service.clone();
+        metrics::on_scrape(Arc::downgrade(&hook));
+        service
+    }
+
+    /// Sets the gauges read from the store: each queue's length, leased
+    /// jobs and oldest job's age, its dispatchers and their credits.
+    async fn export_metrics(&self) {
+        use metrics::queue as m;
+        let depths = match self.jobs.depth(None).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics: no queue depths");
+                return;
+            }
+        };
+        let now = unix_ms_now();
+        let mut names = Vec::with_capacity(depths.len());
+        for d in depths {
+            let q = [d.queue.as_str()];
+            m::LENGTH.with_label_values(&q).set(d.ready as i64);
+            m::LEASED.with_label_values(&q).set(d.leased as i64);
+            let age = if d.oldest_unix_ms > 0 {
+                now.saturating_sub(d.oldest_unix_ms).max(0) / 1000
+            } else {
+                0
+            };
+            m::OLDEST_AGE.with_label_values(&q).set(age);
+            names.push(d.queue);
+        }
+        if let Some(eas) = &self.eas {
+            names.extend(eas.export_metrics().await);
+        }
+        for q in self.sessions.queues() {
+            if !names.contains(&q) {
+                m::LENGTH.with_label_values(&[q.as_str()]).set(0);
+                names.push(q);
+            }
+        }
+        self.sessions.export(&names);
     }
 
     pub fn eas(&self) -> Option<&Arc<EasQueues>> {
@@ -124,7 +165,17 @@ impl QueueService {
     }
 
     /// Stores `job` and waits for its result until `job.deadline_unix_ms`.
-    pub async fn call(&self, mut job: Job) -> Result<JobResult, CallError> {
+    pub async fn call(&self, job: Job) -> Result<JobResult, CallError> {
+        let span = job.span("queue");
+        let answer = self.store_and_wait(job).instrument(span.clone()).await;
+        span.in_scope(|| match &answer {
+            Ok(_) => tracing::debug!("call answered"),
+            Err(e) => tracing::debug!(error = %e, "call failed"),
+        });
+        answer
+    }
+
+    async fn store_and_wait(&self, mut job: Job) -> Result<JobResult, CallError> {
         if job.request_id.is_empty() || job.queue.is_empty() || job.api_path.is_empty() {
             return Err(CallError::Invalid(
                 "job needs request_id, queue and api_path".into(),
@@ -142,12 +193,20 @@ impl QueueService {
         let deadline = Instant::now() + wait;
         job.reply_to = self.opts.instance_id.clone();
         job.deliveries = 0;
+        job.enqueued_unix_ms = now;
+        let queue = job.queue.clone();
         // Register before enqueueing so that a fast result is not missed.
         let mut waiter = self.waiters.register(&job.request_id);
         match self.store(&job, deadline).await? {
             Enqueued::Done(result) => return Ok(result),
-            Enqueued::Stored => metrics::QUEUE_ENQUEUED.inc(),
-            Enqueued::Joined => metrics::QUEUE_JOINED.inc(),
+            Enqueued::Stored => {
+                metrics::queue::ENQUEUED.with_label_values(&[&queue]).inc();
+                tracing::debug!(%queue, "job stored");
+            }
+            Enqueued::Joined => {
+                metrics::queue::JOINED.with_label_values(&[&queue]).inc();
+                tracing::debug!(%queue, "joined the job stored under this id");
+            }
         }
         match tokio::time::timeout_at(deadline, waiter.recv()).await {
             Ok(Some(result)) => Ok(result),
@@ -237,6 +296,15 @@ impl QueueService {
         if let Some(eas) = &self.eas {
             depths.extend(eas.input_depths(queue).await?);
         }
+        // Queues with dispatchers that the store has not seen a job for yet.
+        for q in self.sessions.queues() {
+            if queue.is_none_or(|only| only == q) && !depths.iter().any(|d| d.queue == q) {
+                depths.push(QueueDepth {
+                    queue: q,
+                    ..QueueDepth::default()
+                });
+            }
+        }
         Ok(depths
             .into_iter()
             .map(|d| QueueStats {
@@ -249,18 +317,24 @@ impl QueueService {
     }
 }
 
+impl metrics::Refresh for QueueService {
+    fn refresh(self: Arc<Self>) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move { self.export_metrics().await })
+    }
+}
+
 /// One call counted in `inferq_queue_calls_waiting_for_store` while it lives.
 struct WaitingForStore;
 
 impl WaitingForStore {
     fn count() -> Self {
-        metrics::QUEUE_WAITING_FOR_STORE.add(1);
+        metrics::queue::WAITING_FOR_STORE.inc();
         WaitingForStore
     }
 }
 
 impl Drop for WaitingForStore {
     fn drop(&mut self) {
-        metrics::QUEUE_WAITING_FOR_STORE.add(-1);
+        metrics::queue::WAITING_FOR_STORE.dec();
     }
 }

@@ -29,7 +29,7 @@ use super::registry::{SessionInfo, SessionRegistry};
 use super::source::{JobSource, Lease, SourceError};
 use crate::backoff::Backoff;
 use crate::clip::clip;
-use crate::metrics;
+use crate::metrics::queue::QueueCounters;
 use crate::proto::{
     dispatcher_message, queue_message, unix_ms_now, DispatcherMessage, Hello, JobResult,
     QueueMessage, Welcome,
@@ -41,7 +41,7 @@ type Outbound = mpsc::Sender<Result<QueueMessage, Status>>;
 /// stored twice (a gateway's failover resend), so an id may hold several
 /// leases: the job is sent once, and its one result completes them all and
 /// gives all their credits back.
-type InHand = Arc<Mutex<HashMap<String, Vec<Lease>>>>;
+pub(crate) type InHand = Arc<Mutex<HashMap<String, Vec<Lease>>>>;
 
 /// How sessions behave.
 #[derive(Debug, Clone)]
@@ -110,6 +110,7 @@ pub async fn run(
     let span = tracing::info_span!("dispatch", node = %hello.node_id, queue = %hello.queue, session = %session_id);
     async move {
         let window = Arc::new(CreditWindow::new(hello.max_workers));
+        let counters = QueueCounters::new(&hello.queue);
         let welcome = QueueMessage {
             kind: Some(queue_message::Kind::Welcome(Welcome {
                 session_id: session_id.clone(),
@@ -119,27 +120,31 @@ pub async fn run(
         if out.send(Ok(welcome)).await.is_err() {
             return;
         }
+        let in_hand: InHand = Arc::default();
         registry.register(
             &session_id,
             SessionInfo {
                 node_id: hello.node_id.clone(),
                 queue: hello.queue.clone(),
                 window: window.size(),
+                in_hand: Arc::clone(&in_hand),
             },
         );
         tracing::info!(credits = window.size(), models = ?hello.api_paths, "dispatcher connected");
 
-        let in_hand: InHand = Arc::default();
         let stop = CancellationToken::new();
         let leaser = tokio::spawn(
             lease_loop(
                 opts.clone(),
                 Arc::clone(&source),
                 session_id.clone(),
-                Arc::clone(&window),
-                Arc::clone(&in_hand),
+                Held {
+                    window: Arc::clone(&window),
+                    in_hand: Arc::clone(&in_hand),
+                },
                 out.clone(),
                 stop.clone(),
+                counters.clone(),
             )
             .in_current_span(),
         );
@@ -182,7 +187,8 @@ pub async fn run(
             };
             if !results.is_empty() {
                 let results = std::mem::take(&mut results);
-                take_results(&source, &in_hand, &window, results, &mut unleased_budget).await;
+                let budget = &mut unleased_budget;
+                take_results(&source, &in_hand, &window, results, budget, &counters).await;
             }
             if let Some(why) = ended {
                 break why;
@@ -195,7 +201,7 @@ pub async fn run(
         match source.release(&session_id).await {
             Ok(0) => tracing::info!(%ended_by, "dispatcher disconnected"),
             Ok(n) => {
-                metrics::QUEUE_RELEASED.add(n as u64);
+                counters.redelivered.inc_by(n as u64);
                 tracing::warn!(%ended_by, returned = n, "dispatcher gone with jobs in hand; returned them to the queue");
             }
             Err(e) => tracing::error!(%ended_by, held, error = %e, "could not return jobs of a gone dispatcher; they are reclaimed when the backend is back"),
@@ -250,6 +256,7 @@ async fn take_results(
     window: &Arc<CreditWindow>,
     results: Vec<JobResult>,
     unleased_budget: &mut u32,
+    counters: &QueueCounters,
 ) {
     let mut done = Vec::with_capacity(results.len());
     let mut unleased = Vec::new();
@@ -281,7 +288,7 @@ async fn take_results(
         let id = clip(&result.request_id).to_string();
         match source.complete_unleased(result).await {
             Ok(true) => {
-                metrics::QUEUE_COMPLETED.inc();
+                counters.completed.inc();
                 tracing::info!(request_id = %id, "stored an answer sent again after a lost stream");
             }
             Ok(false) => {
@@ -298,13 +305,14 @@ async fn take_results(
     let n = done.len();
     match source.complete_batch(&done).await {
         Ok(()) => {
-            metrics::QUEUE_COMPLETED.add(n as u64);
+            counters.completed.inc_by(n as u64);
             window.give_back(n);
         }
         Err(e) => {
             tracing::warn!(results = n, error = %e, "could not store results; retrying");
             let source = Arc::clone(source);
             let window = Arc::clone(window);
+            let counters = counters.clone();
             tokio::spawn(
                 async move {
                     let give_up = tokio::time::Instant::now() + RESULT_RETRY_FOR;
@@ -314,7 +322,7 @@ async fn take_results(
                         tokio::time::sleep(backoff.next_delay()).await;
                         match source.complete_batch(&done).await {
                             Ok(()) => {
-                                metrics::QUEUE_COMPLETED.add(n as u64);
+                                counters.completed.inc_by(n as u64);
                                 tracing::info!(results = n, "results stored after retrying");
                                 break;
                             }
@@ -337,15 +345,22 @@ async fn take_results(
 const MAX_RESULT_BATCH: usize = 256;
 const RESULT_RETRY_FOR: Duration = Duration::from_secs(60);
 
+/// A session's credits and the jobs they are in use by.
+struct Held {
+    window: Arc<CreditWindow>,
+    in_hand: InHand,
+}
+
 async fn lease_loop(
     opts: SessionOptions,
     source: Arc<dyn JobSource>,
     session_id: String,
-    window: Arc<CreditWindow>,
-    in_hand: InHand,
+    held: Held,
     out: Outbound,
     stop: CancellationToken,
+    counters: QueueCounters,
 ) {
+    let Held { window, in_hand } = held;
     // Capped at 500 ms: after a store outage, leasing resumes within half a
     // second of the store's return.
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
@@ -384,7 +399,7 @@ async fn lease_loop(
                     "expired in the queue: the caller's deadline passed",
                 );
                 if source.complete_batch(&[(lease, r)]).await.is_ok() {
-                    metrics::QUEUE_EXPIRED.inc();
+                    counters.expired.inc();
                 }
                 window.give_back(1);
                 continue;
@@ -401,6 +416,7 @@ async fn lease_loop(
             }
         }
         for job in to_send {
+            counters.delivered(job.deliveries, job.enqueued_unix_ms, now);
             let msg = QueueMessage {
                 kind: Some(queue_message::Kind::Job(job)),
             };

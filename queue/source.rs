@@ -25,6 +25,9 @@ pub struct QueueDepth {
     pub ready: u64,
     /// Delivered, not yet completed.
     pub leased: u64,
+    /// When the oldest job stored (waiting or leased) was stored, unix ms;
+    /// 0 when the queue is empty or the store cannot tell.
+    pub oldest_unix_ms: i64,
 }
 
 /// A session leases from a source, completes what it leased and, when its

@@ -25,6 +25,8 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 # Java runs sklearn2pmml and jpmml-evaluator (the PMML tests' tools).
 command -v java >/dev/null || need_apt+=(default-jre-headless)
+# Prometheus and promtool: the operations test scrapes a deployment with it.
+command -v prometheus >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo=""
@@ -77,6 +79,8 @@ own_venv venv-eas tests/python/eas-requirements.txt "the eas-prediction venv"
 # scikit-learn, sklearn2pmml and jpmml-evaluator for the PMML tests
 # (sklearn2pmml pins the scikit-learn versions it converts).
 own_venv venv-pmml tests/python/pmml-requirements.txt "the PMML tools venv"
+# grpcio with grpcio-reflection: a gRPC client that never saw inferq's protos.
+own_venv venv-grpc tests/python/grpc-requirements.txt "the gRPC reflection client venv"
 # The ONNX Runtime library and the default embedding model (sha256-checked).
 scripts/fetch-models.sh >/dev/null
 echo "setup: test environment ready"

@@ -29,7 +29,7 @@ use crate::proto::{
     AsyncAttributesReply, AsyncAttributesRequest, AsyncCommitReply, AsyncCommitRequest,
     AsyncGetReply, AsyncGetRequest, AsyncPutReply, AsyncPutRequest, AsyncSearchReply,
     AsyncSearchRequest, AsyncWatchRequest, CallError, DispatchLink, DispatcherMessage, EasLink,
-    Inbound, ItemStream, Job, JobResult, QueueLink,
+    Inbound, ItemStream, Job, JobResult, QueueLink, QueueStats,
 };
 use crate::queue::eas::{api, EasQueues};
 use crate::queue::{build, QueueService};
@@ -59,6 +59,10 @@ impl QueueLink for LocalQueueLink {
 
     async fn ping(&self) -> Result<(), CallError> {
         Ok(self.0.ping().await?)
+    }
+
+    async fn stats(&self) -> Result<Vec<QueueStats>, CallError> {
+        Ok(self.0.stats(None).await?)
     }
 }
 

@@ -33,6 +33,7 @@ fn job(id: &str, queue: &str, priority: u32, reply_to: &str) -> Job {
         reply_to: reply_to.into(),
         from_payload: false,
         join_only: false,
+        ..Job::default()
     }
 }
 

@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 
 use crate::clip::clip;
 use crate::gateway::rate::RetryAfter;
-use crate::metrics;
+use crate::metrics::gateway::Refusal;
 
 #[derive(Debug, Error)]
 pub enum ApiError {
@@ -50,7 +50,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::Unavailable(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,6 +65,30 @@ impl ApiError {
                 Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
+        }
+    }
+}
+
+impl ApiError {
+    /// Why the request was refused for load or abuse, if it was (metrics).
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            ApiError::RateLimited(_) => Some(Refusal::Rate),
+            ApiError::Busy(_) => Some(Refusal::Limit),
+            ApiError::TooLarge(_) => Some(Refusal::BodySize),
+            ApiError::Queue(s) if s.code() == Code::ResourceExhausted => Some(Refusal::QueueFull),
+            _ => None,
+        }
+    }
+
+    /// When to come back: a spent rate's wait; a second for a full queue
+    /// or a spent budget.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited(retry) => Some(retry.secs()),
+            ApiError::Busy(_) => Some(1),
+            ApiError::Queue(s) if s.code() == Code::ResourceExhausted => Some(1),
+            _ => None,
         }
     }
 }
@@ -94,14 +118,13 @@ impl From<ApiError> for Status {
 /// An error answer: the status and the message as a text body.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::GATEWAY_ERRORS.inc();
         let code = self.http_status();
         let message = self.to_string();
         tracing::info!(status = code.as_u16(), error = %clip(&message), "asynchronous API error");
         let mut r = (code, format!("{message}\n")).into_response();
-        if let ApiError::RateLimited(retry) = &self {
+        if let Some(secs) = self.retry_after() {
             r.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, retry.secs().into());
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         r
     }
@@ -120,7 +143,7 @@ mod tests {
                 429,
                 Code::ResourceExhausted,
             ),
-            (ApiError::Busy("b".into()), 503, Code::ResourceExhausted),
+            (ApiError::Busy("b".into()), 429, Code::ResourceExhausted),
             (
                 ApiError::Unauthorized("s".into()),
                 401,

@@ -35,7 +35,7 @@ use super::core::Gateway;
 use super::rate::Identity;
 use super::request::BodyLimits;
 use crate::config::{QueueLimits, ServiceSpec, Settings};
-use crate::metrics;
+use crate::metrics::gateway::RequestMetric;
 use crate::proto::eas::payload_params;
 use crate::proto::{AsyncQueueRef, EasLink};
 
@@ -201,11 +201,19 @@ async fn sink_queue(
 }
 
 async fn serve(api: EasApi, service: String, sink: bool, req: axum::extract::Request) -> Response {
-    metrics::GATEWAY_REQUESTS.inc();
-    match handle(api, service, sink, req).await {
+    let api_label = if sink { "eas_sink" } else { "eas" };
+    let metric = RequestMetric::start("rest", Arc::from(api_label));
+    let r = match handle(api, service, sink, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+        Err(e) => {
+            if let Some(reason) = e.refusal() {
+                reason.count();
+            }
+            e.into_response()
+        }
+    };
+    metric.finish(r.status().as_str(), "token");
+    r
 }
 
 /// The queue a request is for, once its token has passed.

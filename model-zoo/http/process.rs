@@ -163,6 +163,8 @@ impl Supervisor<'_> {
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut child: Option<Child> = None;
+        let ready_gauge = crate::metrics::dispatcher::SERVER_READY.with_label_values(&[self.model]);
+        ready_gauge.set(0);
         loop {
             if stop.is_cancelled() {
                 break;
@@ -171,6 +173,9 @@ impl Supervisor<'_> {
                 match spec.spawn() {
                     Ok(c) => {
                         tracing::info!(model = self.model, pid = c.id(), command = %spec.command, "model server started");
+                        crate::metrics::dispatcher::SERVER_RESTARTS
+                            .with_label_values(&[self.model])
+                            .inc();
                         child = Some(c);
                     }
                     Err(e) => {
@@ -197,9 +202,11 @@ impl Supervisor<'_> {
                 Startup::Up => {
                     let up_since = Instant::now();
                     self.ready.send_replace(true);
+                    ready_gauge.set(1);
                     tracing::info!(model = self.model, authority = %self.authority, "model server ready");
                     let exited = self.while_up(child.as_mut(), &stop).await;
                     self.ready.send_replace(false);
+                    ready_gauge.set(0);
                     if up_since.elapsed() > Duration::from_secs(60) {
                         backoff.reset();
                     }

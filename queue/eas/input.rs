@@ -55,6 +55,7 @@ impl EasInput {
             reply_to: String::new(),
             from_payload: true,
             join_only: false,
+            ..Job::default()
         }
     }
 

@@ -84,6 +84,12 @@ impl Queue {
             match (limits.auto_evict, oldest_ready) {
                 (true, Some(i)) => {
                     self.remove(i);
+                    crate::metrics::queue::EAS_EVICTIONS
+                        .with_label_values(&[
+                            q.service.as_str(),
+                            crate::metrics::queue::eas_queue_label(q.sink),
+                        ])
+                        .inc();
                 }
                 _ => {
                     return Err(StoreError::QueueFull {

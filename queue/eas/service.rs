@@ -19,6 +19,7 @@ use super::store::{
     Selector,
 };
 use crate::config::{KeyError, QueueLimits, ServiceSpec, Settings};
+use crate::metrics::queue as m;
 use crate::proto::eas::{
     input_queue_name, HEADER_GROUP, HEADER_PRIORITY, HEADER_USER, REQUEST_ID_TAG,
 };
@@ -139,7 +140,11 @@ impl EasQueues {
         priority: u32,
     ) -> Result<(u64, String), EasError> {
         let (_, limits) = self.open(q)?;
+        let labels = [q.service.as_str(), m::eas_queue_label(q.sink)];
         if data.len() as u64 > limits.max_payload_bytes {
+            m::EAS_REFUSALS
+                .with_label_values(&[labels[0], labels[1], "too_large"])
+                .inc();
             return Err(EasError::TooLarge {
                 queue: q.name(),
                 size: data.len(),
@@ -154,7 +159,18 @@ impl EasQueues {
             data,
             priority: priority.min(1),
         };
-        let index = self.store.put(q, item, &limits).await?;
+        let index = match self.store.put(q, item, &limits).await {
+            Ok(index) => index,
+            Err(e) => {
+                if matches!(e, StoreError::QueueFull { .. }) {
+                    m::EAS_REFUSALS
+                        .with_label_values(&[labels[0], labels[1], "full"])
+                        .inc();
+                }
+                return Err(e.into());
+            }
+        };
+        m::EAS_PUTS.with_label_values(&labels).inc();
         Ok((index, request_id))
     }
 
@@ -172,6 +188,9 @@ impl EasQueues {
         wait: Duration,
     ) -> Result<Vec<Item>, EasError> {
         self.open(q)?;
+        m::EAS_GETS
+            .with_label_values(&[q.service.as_str(), m::eas_queue_label(q.sink)])
+            .inc();
         let until = Instant::now() + wait.min(MAX_GET_WAIT);
         let signal = self.store.signal(q);
         let mut which = which;
@@ -265,6 +284,36 @@ impl EasQueues {
         Ok(self.store.search(q, index).await?)
     }
 
+    /// Sets the length and held gauges of every service's queues that are
+    /// on; the input queues' `Hello.queue` names.
+    pub async fn export_metrics(&self) -> Vec<String> {
+        let mut inputs = Vec::new();
+        for s in self.services.values() {
+            for (q, on) in [
+                (QueueRef::input(&s.name), s.input.enabled),
+                (QueueRef::sink(&s.name), s.sink.enabled),
+            ] {
+                if !on {
+                    continue;
+                }
+                let Ok(stats) = self.store.stats(&q).await else {
+                    continue;
+                };
+                let labels = [s.name.as_str(), m::eas_queue_label(q.sink)];
+                m::EAS_LENGTH
+                    .with_label_values(&labels)
+                    .set(stats.length as i64);
+                m::EAS_HELD
+                    .with_label_values(&labels)
+                    .set(stats.held as i64);
+            }
+            if s.input.enabled {
+                inputs.push(input_queue_name(&s.name));
+            }
+        }
+        inputs
+    }
+
     /// Depths of the services' input queues that are on, under their
     /// `Hello.queue` names (`only`: just that one): ready = waiting, leased =
     /// held by a consumer.
@@ -287,6 +336,7 @@ impl EasQueues {
                 queue,
                 ready: s.length.saturating_sub(s.held),
                 leased: s.held,
+                oldest_unix_ms: 0,
             });
         }
         Ok(depths)

@@ -40,6 +40,11 @@ impl EasQueues {
         let this = Arc::clone(self);
         let q = q.clone();
         let span = tracing::info_span!("watch", queue = %q.name(), consumer = %spec.consumer);
+        let watchers = crate::metrics::queue::EAS_WATCHERS.with_label_values(&[
+            q.service.as_str(),
+            crate::metrics::queue::eas_queue_label(q.sink),
+        ]);
+        watchers.inc();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 tracing::info!(
@@ -52,6 +57,7 @@ impl EasQueues {
                     tracing::warn!(error = %e, "could not release the watcher's items; they are ready again after the hold time");
                 }
                 let _ = this.store.end_watch(&q, &spec.consumer).await;
+                watchers.dec();
                 tracing::info!(ended = %why, "watch ended");
             },
             span,

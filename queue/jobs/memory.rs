@@ -278,7 +278,9 @@ impl JobStore for MemoryJobStore {
                 }
             }
             for (job, reason) in dead {
-                metrics::QUEUE_DEAD_LETTERED.inc();
+                metrics::queue::DEAD_LETTERED
+                    .with_label_values(&[queue])
+                    .inc();
                 tracing::warn!(request_id = %job.request_id, queue, %reason, "job dead-lettered");
                 let r = JobResult::error(&job.request_id, self.opts.dead_letter_code, reason);
                 self.finish(&job.request_id, r);
@@ -363,10 +365,21 @@ impl JobStore for MemoryJobStore {
             .map(|name| {
                 let q = self.queue(&name);
                 let lanes = q.lanes.lock();
+                let oldest = lanes
+                    .high
+                    .front()
+                    .into_iter()
+                    .chain(lanes.normal.front())
+                    .chain(lanes.leased.values().map(|(_, job)| job))
+                    .map(|job| job.enqueued_unix_ms)
+                    .filter(|&t| t > 0)
+                    .min()
+                    .unwrap_or(0);
                 QueueDepth {
                     queue: name,
                     ready: lanes.ready() as u64,
                     leased: lanes.leased.len() as u64,
+                    oldest_unix_ms: oldest,
                 }
             })
             .collect())
@@ -433,6 +446,7 @@ mod tests {
             reply_to: "local".into(),
             from_payload: false,
             join_only: false,
+            ..Job::default()
         }
     }
 

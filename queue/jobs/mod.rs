@@ -5,6 +5,7 @@
 //! - [`store`]: the storage contract [`JobStore`], with [`memory`] (one
 //!   process) and [`redis`] (Redis Streams, shared by several queue
 //!   instances; Lua scripts as `.lua` files beside it) behind it;
+//! - [`timed`]: a store's operations timed and failures counted (metrics);
 //! - [`waiters`]: callers blocked in `Call`, woken when their result arrives;
 //! - [`JobQueueSource`]: one job queue as a dispatcher session's job source.
 
@@ -20,6 +21,7 @@ use crate::queue::source::{JobSource, Lease};
 pub mod memory;
 pub mod redis;
 pub mod store;
+pub mod timed;
 pub mod waiters;
 
 pub use memory::MemoryJobStore;

@@ -1,6 +1,7 @@
 //! `inferq dispatcher N` (go-infer's `server N`): a node holding the models,
 //! serving job queue N (and the PAI-EAS services whose model it holds) over
-//! gRPC Dispatch streams, with `/metrics` and `/healthz` on the side.
+//! gRPC Dispatch streams, with `/metrics`, `/healthz` and `/readyz` on the
+//! side.
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ pub struct DispatcherArgs {
     /// Jobs held at once (overrides Server.MaxWorkers).
     #[arg(long)]
     pub max_workers: Option<u32>,
-    /// Where to serve /metrics and /healthz (overrides Server.DispatcherMetricsListen).
+    /// Where to serve /metrics, /healthz and /readyz (overrides Server.DispatcherMetricsListen).
     #[arg(long)]
     pub metrics_listen: Option<String>,
     /// Node name reported to the queue (default: hostname-pid).
@@ -74,13 +75,11 @@ pub async fn run(
     if !metrics_addr.is_empty() {
         let listener = serve::bind("dispatcher-metrics", &metrics_addr).await?;
         let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::metrics::handler))
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
             .route(
-                "/metrics",
-                axum::routing::get(|| async { crate::metrics::render() }),
-            )
-            .route(
-                "/healthz",
-                axum::routing::get(health).with_state(nodes.clone()),
+                "/readyz",
+                axum::routing::get(readiness).with_state(nodes.clone()),
             );
         tokio::spawn(serve::serve_connections(
             "dispatcher-metrics",
@@ -102,10 +101,11 @@ pub async fn run(
     Ok(())
 }
 
-/// `/healthz`: 200 while every node has a stream to the queue; else 503
-/// naming the queues it cannot reach (models are loaded before this
-/// listens).
-async fn health(
+/// `/readyz`: 200 while every node has a stream to the queue (which it
+/// opens only while its model servers answer); else 503 naming the queues
+/// it has none for. Models are initialised before this listens; `/healthz`
+/// says only that the process answers.
+async fn readiness(
     axum::extract::State(nodes): axum::extract::State<Vec<Arc<DispatcherNode>>>,
 ) -> (axum::http::StatusCode, String) {
     let down: Vec<&str> = nodes

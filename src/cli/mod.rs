@@ -127,17 +127,35 @@ pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     }
 }
 
+/// Logs to stderr: the level from `INFERQ_LOG` (or `RUST_LOG`; default
+/// `info`), as text or, with `INFERQ_LOG_FORMAT=json`, one JSON object per
+/// line with the fields of every span it is in (so each line of a request
+/// carries its `request_id`).
 fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("INFERQ_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let format = std::env::var("INFERQ_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format.as_str() {
+        "json" => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+        "" | "text" => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        other => {
+            eprintln!("inferq: INFERQ_LOG_FORMAT={other:?} is not text or json; logging text");
+            builder.with_ansi(false).try_init()
+        }
+    };
 }
 
 /// Runs one command with the settings `from` names.

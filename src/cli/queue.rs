@@ -1,6 +1,7 @@
 //! `inferq queue`: one queue instance of a split deployment, serving
 //! `inferq.v1.QueueService` to gateways and dispatchers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +17,10 @@ pub struct QueueArgs {
     /// host:port to listen on (overrides Server.QueueListen).
     #[arg(long)]
     pub listen: Option<String>,
+    /// Where to serve /metrics, /healthz and /readyz (overrides
+    /// Server.QueueMetricsListen).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
@@ -37,6 +42,20 @@ pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
     }
     if tls.is_none() && !loopback {
         tracing::warn!(%addr, "the queue serves plain text on a non-loopback address: set TLS.CertFile");
+    }
+    let metrics_addr = args
+        .metrics_listen
+        .unwrap_or_else(|| settings.server.queue_metrics_listen.clone());
+    if !metrics_addr.is_empty() {
+        let listener = serve::bind("queue-metrics", &metrics_addr).await?;
+        tokio::spawn(serve::serve_connections(
+            "queue-metrics",
+            listener,
+            crate::queue::grpc::admin_router(Arc::clone(&service)),
+            serve::ConnectionLimits::public(&settings, 1),
+            serve::tls::ListenerTls::load(&settings.tls)?.public(),
+            stop.clone(),
+        ));
     }
     let listener = serve::bind("queue-grpc", &addr).await?;
     let server = tokio::spawn(crate::queue::grpc::serve(

@@ -277,17 +277,19 @@ impl Settings {
             }
             ServiceSpec::from_settings(name, svc)?;
         }
-        if !self.server.dispatcher_metrics_listen.is_empty()
-            && self
-                .server
-                .dispatcher_metrics_listen
-                .parse::<SocketAddr>()
-                .is_err()
-        {
-            return bad(
+        for (key, value) in [
+            (
                 "Server.DispatcherMetricsListen",
-                "must be host:port with an IP address",
-            );
+                &self.server.dispatcher_metrics_listen,
+            ),
+            (
+                "Server.QueueMetricsListen",
+                &self.server.queue_metrics_listen,
+            ),
+        ] {
+            if !value.is_empty() && value.parse::<SocketAddr>().is_err() {
+                return bad(key, "must be host:port with an IP address");
+            }
         }
         Ok(())
     }

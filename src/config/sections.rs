@@ -96,8 +96,9 @@ pub struct ApiSettings {
     /// within as long again is dropped.
     #[serde(rename = "KeepAliveInterval")]
     pub keep_alive_interval: f64,
-    /// Where `/metrics` and `/healthz` are served (host:port); empty: on the
-    /// REST port, `/metrics` only with `AdminToken`.
+    /// Where `/metrics` and the health routes are served (host:port);
+    /// empty: health on the REST port, `/metrics` there only with
+    /// `AdminToken`.
     #[serde(rename = "AdminListen")]
     pub admin_listen: String,
     /// Bearer token `/metrics` asks for on the REST port when there is no
@@ -248,9 +249,14 @@ pub struct ServerSettings {
     /// The queue services gateways and dispatchers connect to.
     #[serde(rename = "QueueEndpoints")]
     pub queue_endpoints: Vec<String>,
-    /// Where a dispatcher serves `/metrics` and `/healthz`; empty: not served.
+    /// Where a dispatcher serves `/metrics`, `/healthz` and `/readyz`;
+    /// empty: not served.
     #[serde(rename = "DispatcherMetricsListen")]
     pub dispatcher_metrics_listen: String,
+    /// Where `inferq queue` serves `/metrics`, `/healthz` and `/readyz`;
+    /// empty: not served.
+    #[serde(rename = "QueueMetricsListen")]
+    pub queue_metrics_listen: String,
     /// Most jobs waiting in one queue; a put beyond it is refused (9702).
     #[serde(rename = "MaxQueueLength")]
     pub max_queue_length: usize,
@@ -384,6 +390,7 @@ impl Default for ServerSettings {
             queue_listen: "127.0.0.1:5100".into(),
             queue_endpoints: vec!["http://127.0.0.1:5100".into()],
             dispatcher_metrics_listen: String::new(),
+            queue_metrics_listen: String::new(),
             max_queue_length: 100_000,
             max_deliveries: 3,
             drain_timeout: 30.0,

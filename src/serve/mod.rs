@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::config::Settings;
 
 pub mod connections;
+pub mod grpc;
 pub mod tls;
 
 pub use connections::{serve_connections, ConnectionLimits};

@@ -315,12 +315,24 @@ pub async fn metric(url: &str, name: &str) -> i64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse::<i64>().ok()).flatten()
+    metric_in(&text, name).unwrap_or_else(|| panic!("metric {name} not in {url}"))
+}
+
+/// The sum of every series of `name` (whatever its labels) in a page of
+/// the Prometheus text format; None when there is none.
+pub fn metric_in(text: &str, name: &str) -> Option<i64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            let family = series.split('{').next()?;
+            (family == name)
+                .then(|| v.trim().parse::<f64>().ok())
+                .flatten()
         })
-        .unwrap_or_else(|| panic!("metric {name} not in {url}"))
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() as i64)
 }
 
 /// A certificate authority and a server certificate for `localhost` and

@@ -21,7 +21,9 @@ impl RedisJobStore {
         self.remove_entry_cmds(&mut pipe, queue, p.lane, &p.id);
         let mut c = self.conn().await?;
         pipe.query_async::<()>(&mut c).await.map_err(unavailable)?;
-        metrics::QUEUE_DEAD_LETTERED.inc();
+        metrics::queue::DEAD_LETTERED
+            .with_label_values(&[queue])
+            .inc();
         Ok(())
     }
 
@@ -49,7 +51,9 @@ impl RedisJobStore {
             result: &result,
         }])
         .await?;
-        metrics::QUEUE_DEAD_LETTERED.inc();
+        metrics::queue::DEAD_LETTERED
+            .with_label_values(&[queue])
+            .inc();
         tracing::warn!(request_id = %e.job.request_id, queue, %reason, "job dead-lettered");
         Ok(())
     }

@@ -311,7 +311,9 @@ impl RedisJobStore {
                 .insert(queue.to_string(), Instant::now());
         }
         if moved + dropped > 0 {
-            metrics::QUEUE_TAKEN_OVER.add((moved + dropped) as u64);
+            metrics::queue::REDELIVERED
+                .with_label_values(&[queue])
+                .inc_by((moved + dropped) as u64);
             tracing::warn!(
                 queue,
                 moved,

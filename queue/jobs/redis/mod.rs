@@ -453,6 +453,12 @@ impl JobStore for RedisJobStore {
             for lane in 0..LANES.len() {
                 let key = self.lane_key(&name, lane);
                 p.cmd("XLEN").arg(&key).cmd("XPENDING").arg(&key).arg(GROUP);
+                p.cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1);
             }
             let mut c = self.conn().await?;
             let v: Vec<Value> = match p.query_async(&mut c).await {
@@ -464,8 +470,12 @@ impl JobStore for RedisJobStore {
             };
             let mut stored = 0u64;
             let mut leased = 0u64;
-            for pair in v.chunks(2) {
-                if let [Value::Int(len), pending] = pair {
+            let mut oldest = 0i64;
+            for triple in v.chunks(3) {
+                if let Some(t) = triple.get(2).and_then(first_entry_ms) {
+                    oldest = if oldest == 0 { t } else { oldest.min(t) };
+                }
+                if let [Value::Int(len), pending, ..] = triple {
                     stored += (*len).max(0) as u64;
                     if let Value::Array(summary) = pending {
                         if let Some(Value::Int(n)) = summary.first() {
@@ -478,6 +488,7 @@ impl JobStore for RedisJobStore {
                 queue: name,
                 ready: stored.saturating_sub(leased),
                 leased,
+                oldest_unix_ms: oldest,
             });
         }
         Ok(out)
@@ -514,4 +525,21 @@ fn lane_of(job: &Job) -> usize {
     } else {
         2
     }
+}
+
+/// The milliseconds part of the first entry id of an XRANGE reply (a stream
+/// id is `<unix ms>-<seq>`), if there is an entry.
+fn first_entry_ms(reply: &Value) -> Option<i64> {
+    let Value::Array(entries) = reply else {
+        return None;
+    };
+    let Value::Array(entry) = entries.first()? else {
+        return None;
+    };
+    let id = match entry.first()? {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?,
+        Value::SimpleString(s) => s.as_str(),
+        _ => return None,
+    };
+    id.split_once('-')?.0.parse().ok()
 }
