@@ -115,8 +115,8 @@ async fn the_queue_refuses_callers_that_cannot_prove_themselves() {
         "{}",
         bad_dispatcher.log_text()
     );
-    // A dispatcher's health is its stream to the queue.
-    let health = |p: &Proc| p.url("dispatcher-metrics", "/healthz");
+    // A dispatcher is ready while its stream to the queue is up.
+    let health = |p: &Proc| p.url("dispatcher-metrics", "/readyz");
     let r = common::client()
         .get(health(&bad_dispatcher))
         .send()
