@@ -392,8 +392,10 @@ impl Gateway {
             join_only,
             enqueued_unix_ms: 0,
             trace_request_id: request_id.to_string(),
-            traceparent: super::request::traceparent()
-                .map(|t| t.to_string())
+            // This span's context when spans are exported (the queue's and
+            // dispatcher's spans become its children), else the client's.
+            traceparent: crate::telemetry::current_traceparent()
+                .or_else(|| super::request::traceparent().map(|t| t.to_string()))
                 .unwrap_or_default(),
         };
         let result = self.link.call(job).await.map_err(|e| {

@@ -52,6 +52,7 @@ impl Predict for PredictGrpc {
         let span = tracing::info_span!("grpc_predict", request_id = %request_id, traceparent = tracing::field::Empty);
         if let Some(tp) = &traceparent {
             span.record("traceparent", &**tp);
+            crate::telemetry::adopt_traceparent(&span, tp);
         }
         let key = request
             .metadata()

@@ -57,6 +57,7 @@ pub fn request_span(req: &Request) -> tracing::Span {
     let span = tracing::info_span!("request", request_id = %id, traceparent = tracing::field::Empty, method = %req.method(), path = %req.uri().path());
     if let Some(tp) = traceparent_header(req.headers()) {
         span.record("traceparent", &*tp);
+        crate::telemetry::adopt_traceparent(&span, &tp);
     }
     span
 }

@@ -98,6 +98,7 @@ impl Job {
         }
         if !self.traceparent.is_empty() {
             span.record("traceparent", self.traceparent.as_str());
+            crate::telemetry::adopt_traceparent(&span, &self.traceparent);
         }
         span
     }

@@ -19,6 +19,7 @@ pub mod codes;
 pub mod config;
 pub mod metrics;
 pub mod serve;
+pub mod telemetry;
 
 #[path = "../proto/mod.rs"]
 pub mod proto;

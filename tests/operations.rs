@@ -19,6 +19,8 @@ const QUEUE: &str = "testq0";
 /// redis-server, a queue instance on a fixed port (so it can come back on
 /// it), a gateway and a dispatcher, each logging JSON at debug level.
 struct Deployment {
+    /// Where every process sends its spans (OTLP/gRPC), if anywhere.
+    otlp: Option<String>,
     dir: TestDir,
     yaml: PathBuf,
     redis: RedisServer,
@@ -30,6 +32,10 @@ struct Deployment {
 
 impl Deployment {
     fn start() -> Deployment {
+        Deployment::start_exporting(None)
+    }
+
+    fn start_exporting(otlp: Option<String>) -> Deployment {
         let dir = TestDir::new();
         let redis = RedisServer::start(dir.path());
         let settings = common::settings_yaml("", "")
@@ -43,21 +49,22 @@ impl Deployment {
             );
         let yaml = dir.write("settings.yaml", &settings);
         let queue_port = free_port();
-        let queue = start_queue(dir.path(), &yaml, queue_port);
-        let dispatcher = start_dispatcher(dir.path(), &yaml, queue_port);
+        let queue = start_queue(dir.path(), &yaml, queue_port, otlp.as_deref());
+        let dispatcher = start_dispatcher(dir.path(), &yaml, queue_port, otlp.as_deref());
         let gateway = Proc::start_cmd(
             "gateway",
             dir.path(),
-            json_logs(Command::new(common::bin()).args([
+            inferq("gateway", otlp.as_deref()).args([
                 "gateway",
                 "--yaml",
                 yaml.to_str().unwrap(),
                 "--queue-endpoint",
                 &format!("http://127.0.0.1:{queue_port}"),
-            ])),
+            ]),
             &["gateway-http", "gateway-grpc", "gateway-admin"],
         );
         Deployment {
+            otlp,
             dir,
             yaml,
             redis,
@@ -73,12 +80,20 @@ impl Deployment {
     }
 }
 
-fn json_logs(cmd: &mut Command) -> &mut Command {
+/// `inferq` logging JSON at debug level, exporting its spans as
+/// `inferq-<role>` to `otlp` if given.
+fn inferq(role: &str, otlp: Option<&str>) -> Command {
+    let mut cmd = Command::new(common::bin());
     cmd.env("INFERQ_LOG_FORMAT", "json")
-        .env("INFERQ_LOG", "info,inferq=debug")
+        .env("INFERQ_LOG", "info,inferq=debug");
+    if let Some(endpoint) = otlp {
+        cmd.env("INFERQ_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_SERVICE_NAME", format!("inferq-{role}"));
+    }
+    cmd
 }
 
-fn start_queue(dir: &Path, yaml: &Path, port: u16) -> Proc {
+fn start_queue(dir: &Path, yaml: &Path, port: u16, otlp: Option<&str>) -> Proc {
     let listen = format!("127.0.0.1:{port}");
     let args = [
         "queue",
@@ -91,12 +106,12 @@ fn start_queue(dir: &Path, yaml: &Path, port: u16) -> Proc {
     ];
     // The port may still be in TIME_WAIT after a kill: a few tries.
     for _ in 0..20 {
-        let mut cmd = Command::new(common::bin());
+        let mut cmd = inferq("queue", otlp);
         let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Proc::start_cmd(
                 "queue",
                 dir,
-                json_logs(cmd.args(args)),
+                cmd.args(args),
                 &["queue-grpc", "queue-metrics"],
             )
         }));
@@ -108,11 +123,11 @@ fn start_queue(dir: &Path, yaml: &Path, port: u16) -> Proc {
     panic!("the queue did not start on {listen}");
 }
 
-fn start_dispatcher(dir: &Path, yaml: &Path, queue_port: u16) -> Proc {
+fn start_dispatcher(dir: &Path, yaml: &Path, queue_port: u16, otlp: Option<&str>) -> Proc {
     Proc::start_cmd(
         "dispatcher",
         dir,
-        json_logs(Command::new(common::bin()).args([
+        inferq("dispatcher", otlp).args([
             "dispatcher",
             "0",
             "--yaml",
@@ -123,7 +138,7 @@ fn start_dispatcher(dir: &Path, yaml: &Path, queue_port: u16) -> Proc {
             "127.0.0.1:0",
             "--node-id",
             "d1",
-        ])),
+        ]),
         &["dispatcher-metrics"],
     )
 }
@@ -403,7 +418,7 @@ async fn prometheus_reads_back_the_load_a_split_deployment_served() {
         .value(&q(r#"inferq_queue_oldest_job_age_seconds{queue="QUEUE"}"#))
         .await;
     assert!(age.is_some_and(|a| (0.0..=30.0).contains(&a)), "{age:?}");
-    d.dispatcher = start_dispatcher(d.dir.path(), &d.yaml, d.queue_port);
+    d.dispatcher = start_dispatcher(d.dir.path(), &d.yaml, d.queue_port, None);
     for w in waiting {
         assert_eq!(code(&w.await.unwrap()), 0);
     }
@@ -468,7 +483,7 @@ async fn readiness_follows_redis_and_the_queue_and_comes_back() {
     assert!(becomes(&ready, 503, t).await);
     assert!(becomes(&model, 400, t).await);
     assert!(becomes(&dispatcher_ready, 503, t).await);
-    d.queue = start_queue(d.dir.path(), &d.yaml, d.queue_port);
+    d.queue = start_queue(d.dir.path(), &d.yaml, d.queue_port, None);
     for url in [&ready, &model, &dispatcher_ready] {
         assert!(becomes(url, 200, Duration::from_secs(20)).await, "{url}");
     }
@@ -545,4 +560,107 @@ async fn grpc_reflection_lists_the_gateway_services_to_a_client_without_protos()
     // Only what the gateway serves: the queue's internal API is not there.
     assert!(!services.contains(&json!("inferq.v1.QueueService")), "{v}");
     assert_eq!(v["methods"]["inferq.v1.Predict"], json!(["Predict"]), "{v}");
+}
+
+/// The OpenTelemetry project's protos served by Python's grpcio: the spans
+/// it receives, one JSON object per span. Killed on drop.
+struct OtlpReceiver {
+    child: Child,
+    spans: std::sync::mpsc::Receiver<Value>,
+    port: u16,
+}
+
+impl OtlpReceiver {
+    fn start() -> OtlpReceiver {
+        use std::io::BufRead;
+        let port = free_port();
+        let mut child = Command::new(common::repo_root().join(".cache/venv-grpc/bin/python"))
+            .arg(common::repo_root().join("tests/python/otlp_receiver.py"))
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("venv-grpc (scripts/setup-test-env.sh makes it)");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(first.starts_with("listening"), "receiver: {first:?}");
+        let (tx, spans) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        OtlpReceiver { child, spans, port }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn one_requests_spans_form_one_trace_across_the_three_components_over_otlp() {
+    let receiver = OtlpReceiver::start();
+    let d = Deployment::start_exporting(Some(format!("http://127.0.0.1:{}", receiver.port)));
+    assert!(d.otlp.is_some());
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = client()
+        .post(d.echo_url())
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&signed(json!({"traced": true})))
+        .send()
+        .await
+        .unwrap();
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(code(&r.json::<Value>().await.unwrap()), 0);
+
+    // Batches leave every 5 s: wait for a span of the trace from each.
+    let mut spans: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let services = ["inferq-gateway", "inferq-queue", "inferq-dispatcher"];
+    while Instant::now() < deadline
+        && !services.iter().all(|s| {
+            spans
+                .iter()
+                .any(|v| v["service"] == *s && v["trace_id"] == trace_id)
+        })
+    {
+        match receiver.spans.try_recv() {
+            Ok(v) => spans.push(v),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let of = |service: &str| -> Vec<&Value> {
+        spans
+            .iter()
+            .filter(|v| v["service"] == service && v["trace_id"] == trace_id)
+            .collect()
+    };
+    for s in services {
+        assert!(!of(s).is_empty(), "no span of {s} in the trace: {spans:?}");
+    }
+    // The gateway's request span is the parent of the queue's and the
+    // dispatcher's job spans; all carry the request id.
+    let gateway_ids: Vec<&Value> = of("inferq-gateway").iter().map(|v| &v["span_id"]).collect();
+    for s in ["inferq-queue", "inferq-dispatcher"] {
+        let job = of(s);
+        assert!(
+            job.iter().any(|v| gateway_ids.contains(&&v["parent_id"])
+                && v["attributes"]["request_id"] == request_id.as_str()),
+            "{s}: {job:?} (gateway spans {gateway_ids:?})"
+        );
+    }
+    assert!(
+        of("inferq-gateway")
+            .iter()
+            .any(|v| v["attributes"]["request_id"] == request_id.as_str()),
+        "{spans:?}"
+    );
 }

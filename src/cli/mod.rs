@@ -106,8 +106,6 @@ where
 /// Sets up logging and the runtime, runs `work` to its end; the exit code
 /// (2 with one line on stderr when it fails).
 pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    init_tracing();
-    crate::serve::raise_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,44 +116,22 @@ pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(work) {
+    // Logging (and span export, which lives on the runtime).
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        crate::telemetry::init()
+    };
+    crate::serve::raise_file_limit();
+    let outcome = runtime.block_on(work);
+    // Sends the spans still buffered while the runtime is up.
+    drop(telemetry);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("inferq: {e:#}");
             ExitCode::from(2)
         }
     }
-}
-
-/// Logs to stderr: the level from `INFERQ_LOG` (or `RUST_LOG`; default
-/// `info`), as text or, with `INFERQ_LOG_FORMAT=json`, one JSON object per
-/// line with the fields of every span it is in (so each line of a request
-/// carries its `request_id`).
-fn init_tracing() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("INFERQ_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = std::env::var("INFERQ_LOG_FORMAT").unwrap_or_default();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format.as_str() {
-        "json" => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .try_init(),
-        "" | "text" => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        other => {
-            eprintln!("inferq: INFERQ_LOG_FORMAT={other:?} is not text or json; logging text");
-            builder.with_ansi(false).try_init()
-        }
-    };
 }
 
 /// Runs one command with the settings `from` names.
