@@ -86,7 +86,7 @@ impl Batcher {
     /// are not a JSON object, or a batcher that has stopped, are answered
     /// InferFail at once.
     pub fn submit(&self, job: Job, done: Reply) {
-        let span = job.span("run");
+        let span = job.span();
         let (input, cost) = if self.model.served().is_some() {
             let input = BatchInput::Body {
                 body: job.params_json.into(),

@@ -5,6 +5,7 @@
 //!   blocking threads, reconnecting with backoff, draining on SIGTERM;
 //! - [`batcher`]: dynamic batching for models that ask for it;
 //! - [`answer`]: a job's outcome as its result on the stream;
+//! - `sent`: the last answers sent on a stream, sent again after it is lost;
 //! - [`nodes`]: the nodes a dispatcher process runs, from the settings;
 //! - [`servers`]: the model servers those nodes' models run in, kept alive
 //!   for the process's life;
@@ -15,6 +16,7 @@ pub mod batcher;
 pub mod link;
 pub mod node;
 pub mod nodes;
+mod sent;
 pub mod servers;
 
 pub use link::RemoteDispatchLink;

@@ -9,7 +9,11 @@
 //! stream. When the stream drops the node reconnects with backoff; the jobs
 //! it was running finish, and their answers are sent first on the next
 //! stream (to any queue instance: the queue stores an answer for a job that
-//! is still stored, so it does not run again). On shutdown it sends Drain,
+//! is still stored, so it does not run again). So are the last MaxWorkers
+//! answers sent on the lost stream: the queue gives a credit back only once
+//! it has stored an answer, so the answers it may have received and not
+//! stored when it died are among those ([`SentAnswers`]); the queue ignores
+//! the ones it had stored. On shutdown it sends Drain,
 //! finishes the jobs it holds, sends their results, closes the stream and
 //! returns.
 //!
@@ -33,6 +37,7 @@ use tracing::Instrument;
 
 use super::answer::{model_answer, served_answer, Answer, Answered, Reply};
 use super::batcher::{BatchCodes, Batcher};
+use super::sent::SentAnswers;
 use crate::backoff::Backoff;
 use crate::metrics::dispatcher::{self as dispatcher_metrics, NodeGauges};
 use crate::model_zoo::{ModelError, ModelSet, Params};
@@ -266,8 +271,10 @@ impl DispatcherNode {
                 _ = tokio::time::sleep_until(give_up) => break,
             }
         }
-        // Each came from a place: never more than MaxWorkers.
-        let keep_from = carried.len().saturating_sub(all as usize);
+        // The lost stream's last MaxWorkers answers, then the answers of the
+        // jobs that were running (each from a place): never more than twice
+        // MaxWorkers, the newest kept.
+        let keep_from = carried.len().saturating_sub(2 * all as usize);
         carried.drain(..keep_from);
         let (tx, rx) = mpsc::channel(self.opts.max_workers as usize + 8);
         let hello = DispatcherMessage {
@@ -297,11 +304,16 @@ impl DispatcherNode {
                 "sending the answers of the lost stream's jobs"
             );
         }
-        for result in carried.drain(..) {
-            let msg = DispatcherMessage {
-                kind: Some(dispatcher_message::Kind::Result(result)),
-            };
-            if tx.send(msg).await.is_err() {
+        let mut sent = SentAnswers::new(2 * all as usize);
+        let mut resend = std::mem::take(carried).into_iter();
+        while let Some(result) = resend.next() {
+            sent.sent(&result);
+            if tx.send(result_message(result)).await.is_err() {
+                // This stream is lost too: the ones sent and the rest go
+                // on the next one.
+                let rest: Vec<JobResult> = resend.collect();
+                carried.extend(sent.into_vec());
+                carried.extend(rest);
                 return Ok(SessionEnd::Lost("queue stream closed".into()));
             }
         }
@@ -320,8 +332,8 @@ impl DispatcherNode {
                     in_hand.remove(answered.answer.request_id());
                     match answered.answer {
                         Answer::Result(result) => {
-                            let msg = DispatcherMessage { kind: Some(dispatcher_message::Kind::Result(result)) };
-                            if tx.send(msg).await.is_err() {
+                            sent.sent(&result);
+                            if tx.send(result_message(result)).await.is_err() {
                                 break SessionEnd::Lost("queue stream closed".into());
                             }
                         }
@@ -397,6 +409,11 @@ impl DispatcherNode {
                 }
             }
         };
+        if let SessionEnd::Lost(_) = end {
+            // Sent (or about to be), perhaps not stored: they go first on
+            // the next stream; the queue ignores the ones it had stored.
+            carried.extend(sent.into_vec());
+        }
         if let SessionEnd::Drained | SessionEnd::Paused(_) = end {
             // Close our side, then let the queue finish reading our results:
             // it ends its side once it has.
@@ -423,7 +440,7 @@ impl DispatcherNode {
     /// bound how many are in flight.
     fn call_server(&self, model: Arc<dyn crate::model_zoo::Model>, job: Job, done: Reply) {
         let codes = self.codes;
-        let span = job.span("run");
+        let span = job.span();
         tokio::spawn(
             async move {
                 let id = job.request_id.clone();
@@ -521,7 +538,7 @@ impl DispatcherNode {
         let model = self.models.get(&job.api_path).cloned();
         let slots = Arc::clone(&self.infer_slots);
         let codes = self.codes;
-        let span = job.span("run");
+        let span = job.span();
         tokio::spawn(
             async move {
                 let id = job.request_id.clone();
@@ -565,5 +582,11 @@ impl DispatcherNode {
             }
             .instrument(span),
         );
+    }
+}
+
+fn result_message(result: JobResult) -> DispatcherMessage {
+    DispatcherMessage {
+        kind: Some(dispatcher_message::Kind::Result(result)),
     }
 }

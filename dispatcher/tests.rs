@@ -284,3 +284,30 @@ async fn a_new_stream_waits_for_the_jobs_of_a_lost_one_and_sends_their_answers_f
     again.drained().await;
     within("end", async { run.await.ok() }).await;
 }
+
+#[tokio::test]
+async fn answers_sent_just_before_the_stream_was_lost_are_sent_again_on_the_next() {
+    let (mut streams, stop, run) = start(2);
+    let mut s = accept(&mut streams, 2).await;
+    s.job("a", "/api/echo", "{}", 0).await;
+    s.job("b", "/api/echo", "{}", 0).await;
+    let mut got = vec![s.result().await.request_id, s.result().await.request_id];
+    // The queue instance read both answers and died before storing them.
+    drop(s);
+    let mut again = accept(&mut streams, 2).await;
+    let mut resent = vec![
+        again.result().await.request_id,
+        again.result().await.request_id,
+    ];
+    got.sort();
+    resent.sort();
+    assert_eq!(
+        resent, got,
+        "both go again: the queue stores or ignores them"
+    );
+    again.job("c", "/api/echo", "{}", 0).await;
+    assert_eq!(again.result().await.request_id, "c");
+    stop.cancel();
+    again.drained().await;
+    within("end", async { run.await.ok() }).await;
+}

@@ -80,21 +80,26 @@ impl Job {
         }
     }
 
-    /// The span of one step of this job (`what`: "call", "job"), with the
-    /// request id every component logs it under, and the client's
-    /// traceparent when it sent one.
-    pub fn span(&self, what: &'static str) -> tracing::Span {
+    /// The span of this job in the queue and in the dispatcher, with the
+    /// request id every component logs it under, the job id when an
+    /// idempotency key named it, the delivery when it is a redelivery, and
+    /// the client's traceparent when it sent one. Few fields, recorded only
+    /// when they say something: the log layer formats them once per span,
+    /// and this span is made once per job in each process.
+    pub fn span(&self) -> tracing::Span {
         let span = tracing::info_span!(
             "job",
-            step = what,
             request_id = %self.trace_id(),
             job_id = tracing::field::Empty,
-            traceparent = tracing::field::Empty,
             api = %self.api_path,
-            delivery = self.deliveries,
+            delivery = tracing::field::Empty,
+            traceparent = tracing::field::Empty,
         );
         if self.trace_id() != self.request_id {
             span.record("job_id", self.request_id.as_str());
+        }
+        if self.deliveries > 1 {
+            span.record("delivery", self.deliveries);
         }
         if !self.traceparent.is_empty() {
             span.record("traceparent", self.traceparent.as_str());

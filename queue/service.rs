@@ -166,7 +166,7 @@ impl QueueService {
 
     /// Stores `job` and waits for its result until `job.deadline_unix_ms`.
     pub async fn call(&self, job: Job) -> Result<JobResult, CallError> {
-        let span = job.span("queue");
+        let span = job.span();
         let answer = self.store_and_wait(job).instrument(span.clone()).await;
         span.in_scope(|| match &answer {
             Ok(_) => tracing::debug!("call answered"),

@@ -153,8 +153,9 @@ pub async fn run(
         // trip to Redis for all of them).
         let mut results = Vec::new();
         // Answers to jobs of the dispatcher's lost stream, sent again on this
-        // one: at most one window's worth is taken.
-        let mut unleased_budget = window.size();
+        // one: the last MaxWorkers answers of the lost stream and those of
+        // the jobs it was running then, so two windows' worth at most.
+        let mut unleased_budget = window.size().saturating_mul(2);
         let ended_by = loop {
             let mut next = inbound.next().await;
             let ended = loop {

@@ -324,11 +324,11 @@ async fn a_batching_server_gets_lists_and_answers_by_position() {
 fn pmml_reference() -> &'static (PathBuf, Value) {
     static REF: OnceLock<(PathBuf, Value)> = OnceLock::new();
     REF.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("inferq-pmml-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
+        // Under cargo's per-target temporary folder, made again each run:
+        // nothing is left behind in /tmp (a static is never dropped).
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pmml-reference");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("pmml reference folder");
         let python = repo_root().join(".cache/venv-pmml/bin/python");
         assert!(
             python.exists(),
