@@ -12,31 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
-if [ -n "${BENCH_BIN:-}" ]; then
-  bin=$BENCH_BIN
-else
-  cargo build --release --quiet --bin inferq
-  bin=target/release/inferq
-fi
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
-trap cleanup EXIT
-
-cat > "$dir/settings.yaml" <<YAML
-API:
-  Port: 5300
-  Addr: 127.0.0.1
-  GrpcPort: 5301
-  AppIdSecret: {"3EA25569454745D01219080B779F021F": "41DF0E6AE27B5282C07EF5124642A352"}
-Server:
-  MaxWorkers: 64
-  Backend: memory
-  QueueListen: 127.0.0.1:5310
-  QueueEndpoints: ["http://127.0.0.1:5310"]
-YAML
-wait_port() { for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 not up"; exit 1; }
+. bench/lib.sh
+bench_bin
+echo_settings "$dir/settings.yaml"
 run_bench() { # label
   for c in 1 16 64; do
     echo -n "$1 c=$c: "

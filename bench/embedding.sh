@@ -14,11 +14,7 @@ secs="${1:-10}"
 scripts/fetch-models.sh >/dev/null
 cargo build --release --quiet --bin inferq
 bin=target/release/inferq
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 1 200); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 not up"; exit 1; }
+. bench/lib.sh
 
 short="The quick brown fox jumps over the lazy dog near the river."
 medium="Dynamic batching groups the requests that wait in a dispatcher into one call of the model, so that the matrix multiplications run on larger tiles and the fixed cost of each call is shared; requests of similar length are grouped so that short texts are not padded to the length of a long one, which would waste most of the work."
@@ -37,13 +33,13 @@ done
 mkdir -p "$dir/redis"
 redis-server --port 5320 --bind 127.0.0.1 --dir "$dir/redis" --appendonly yes --appendfsync everysec \
   --save "" --daemonize no --logfile redis.log & pids+=($!)
-wait_port 5320
+wait_port 5320 200
 $bin queue --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/q.log" & pids+=($!)
-wait_port 5310
+wait_port 5310 200
 $bin dispatcher 0 --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/d.log" & pids+=($!)
 $bin gateway --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/g.log" & pids+=($!)
-wait_port 5300
-wait_port 5311
+wait_port 5300 200
+wait_port 5311 200
 echo "== end to end: gateway -> queue (Redis) -> dispatcher, REST, SHA256-signed, one text per request"
 for label in short medium; do
   t=$([ $label = short ] && echo "$short" || echo "$medium")
@@ -53,7 +49,7 @@ for label in short medium; do
     $bin bench --url http://127.0.0.1:5300/api/embedding -c $c -d "$secs" --warmup 3 --data "$data" --json
   done
 done
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+stop_all
 
 py=.cache/venv/bin/python
 if [ -x "$py" ]; then

@@ -14,32 +14,12 @@ cd "$(dirname "$0")/.."
 who=${1:?usage: bench/instructions.sh queue|gateway|dispatcher}
 case "$who" in queue|gateway|dispatcher) ;; *) echo "usage: bench/instructions.sh queue|gateway|dispatcher" >&2; exit 2;; esac
 command -v valgrind >/dev/null || { echo "needs valgrind (Debian package valgrind)" >&2; exit 1; }
-if [ -n "${BENCH_BIN:-}" ]; then
-  bin=$BENCH_BIN
-else
-  cargo build --release --quiet --bin inferq
-  bin=target/release/inferq
-fi
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-cat > "$dir/settings.yaml" <<YAML
-API:
-  Port: 5300
-  Addr: 127.0.0.1
-  GrpcPort: 5301
-  AppIdSecret: {"3EA25569454745D01219080B779F021F": "41DF0E6AE27B5282C07EF5124642A352"}
-Server:
-  MaxWorkers: 64
-  Backend: memory
-  QueueListen: 127.0.0.1:5310
-  QueueEndpoints: ["http://127.0.0.1:5310"]
-YAML
+. bench/lib.sh
+bench_bin
+echo_settings "$dir/settings.yaml"
 for port in 5300 5301 5310; do
   if (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is taken" >&2; exit 1; fi
 done
-wait_port() { for _ in $(seq 1 300); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
 start() { # component args...
   if [ "$1" = "$who" ]; then
     valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" --dump-instr=no "$bin" "$@" >/dev/null 2>"$dir/$1.log" &
@@ -49,10 +29,10 @@ start() { # component args...
   pids+=($!)
 }
 start queue --yaml "$dir/settings.yaml"
-wait_port 5310
+wait_port 5310 300
 start dispatcher 0 --yaml "$dir/settings.yaml"
 start gateway --yaml "$dir/settings.yaml"
-wait_port 5300
+wait_port 5300 300
 vg=""
 for _ in $(seq 1 100); do
   vg=$(pgrep -f "valgrind.bin --tool=callgrind --callgrind-out-file=$dir/" | head -1 || true)

@@ -17,11 +17,7 @@ bin=target/release/inferq
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
 pmml_python=.cache/venv-pmml/bin/python
 [ -x "$pmml_python" ] || bash scripts/setup-test-env.sh
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; echo "port $1 not up"; exit 1; }
+. bench/lib.sh
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 
 only="${BENCH_ONLY:-all}"
@@ -59,7 +55,7 @@ for c in 1 8; do
       | grep -E 'Requests/sec|wrk: p50' | tr '\n' ' '; echo
   done
 done
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+stop_all
 fi
 [ "$only" = http ] && exit 0
 

@@ -311,9 +311,8 @@ impl DispatcherNode {
             if tx.send(result_message(result)).await.is_err() {
                 // This stream is lost too: the ones sent and the rest go
                 // on the next one.
-                let rest: Vec<JobResult> = resend.collect();
                 carried.extend(sent.into_vec());
-                carried.extend(rest);
+                carried.extend(resend);
                 return Ok(SessionEnd::Lost("queue stream closed".into()));
             }
         }

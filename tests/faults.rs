@@ -15,12 +15,13 @@
 //! Checked for each fault: every request is answered, with its own result
 //! (code 0, the right `i`); a job runs again only if it was in flight on the
 //! broken path, so executions ≤ requests + what could be in flight there
-//! ([`Fault::in_flight_bound`]: the credits of the dispatchers behind a
+//! ([`Layout::in_flight_bound`]: the credits of the dispatchers behind a
 //! queue instance, one dispatcher's, all credits while Redis is away, the
 //! client's concurrency through a gateway); no job is left in Redis at the
-//! end. The jobs dispatchers held just before the kill are printed beside it. Throughput around
-//! the fault and the time to recover are printed (`bench/faults.sh` runs the
-//! full 20,000 requests and writes the table), never asserted.
+//! end. The jobs dispatchers held just before the kill are printed beside
+//! it. Throughput around the fault and the time to recover are printed
+//! (`bench/faults.sh` runs the full 20,000 requests and writes the table),
+//! never asserted.
 //!
 //! `INFERQ_FAULTS` (comma-separated: queue, dispatcher, redis, gateway),
 //! `INFERQ_FAULT_REQUESTS` (default 20,000) and `INFERQ_FAULT_LOAD_SECS`
@@ -60,22 +61,6 @@ impl Fault {
             Fault::Dispatcher => "kill -9 dispatcher",
             Fault::Redis => "kill -9 redis-server",
             Fault::Gateway => "kill -9 gateway",
-        }
-    }
-
-    /// The most jobs that can be in flight on the path this fault breaks,
-    /// the only ones that may run twice: a queue instance holds at most the
-    /// credits of the dispatchers on it (it gives one back only once an
-    /// answer is stored); a dispatcher its MaxWorkers; Redis every credit;
-    /// a gateway the client's requests through it.
-    fn in_flight_bound(self) -> i64 {
-        let per_dispatcher = MAX_WORKERS as i64;
-        match self {
-            // Two of the four dispatchers are on the first instance.
-            Fault::QueueInstance => 2 * per_dispatcher,
-            Fault::Dispatcher => per_dispatcher,
-            Fault::Redis => 4 * per_dispatcher,
-            Fault::Gateway => CONCURRENCY as i64,
         }
     }
 
@@ -273,6 +258,27 @@ impl Layout {
             &args,
             &["gateway-http"],
         ));
+    }
+
+    /// The most jobs that can be in flight on the path `fault` breaks, the
+    /// only ones that may run twice: a queue instance holds at most the
+    /// credits of the dispatchers on it (it gives one back only once an
+    /// answer is stored); a dispatcher its MaxWorkers; Redis every credit; a
+    /// gateway the client's requests through it.
+    fn in_flight_bound(&self, fault: Fault) -> i64 {
+        let credits = |n: usize| n as i64 * MAX_WORKERS as i64;
+        match fault {
+            // The dispatchers whose first instance is the one killed.
+            Fault::QueueInstance => credits(
+                self.dispatchers
+                    .iter()
+                    .filter(|(_, _, first)| *first == 0)
+                    .count(),
+            ),
+            Fault::Dispatcher => credits(1),
+            Fault::Redis => credits(self.dispatchers.len()),
+            Fault::Gateway => CONCURRENCY as i64,
+        }
     }
 
     /// The jobs all dispatchers hold now.
@@ -492,6 +498,8 @@ struct Row {
     codes: BTreeMap<i64, usize>,
     mismatched: usize,
     executions: usize,
+    /// [`Layout::in_flight_bound`] of the fault.
+    bound: i64,
     in_hand_at_kill: i64,
     stored_at_end: i64,
     baseline: f64,
@@ -525,7 +533,7 @@ impl Row {
             self.ok,
             others,
             self.executions as i64 - self.requests as i64,
-            self.fault.in_flight_bound(),
+            self.bound,
             self.in_hand_at_kill,
             self.stored_at_end,
             self.baseline,
@@ -620,6 +628,7 @@ async fn run_fault(fault: Fault, total: usize, load_for: Duration) -> (Row, Stri
         codes,
         mismatched: run.mismatched,
         executions: layout.executions(),
+        bound: layout.in_flight_bound(fault),
         in_hand_at_kill: in_hand,
         stored_at_end: stored,
         baseline,
@@ -656,7 +665,7 @@ async fn every_request_is_answered_through_each_fault() {
         let bad = !row.codes.is_empty()
             || row.mismatched > 0
             || row.stored_at_end != 0
-            || row.executions as i64 > row.requests as i64 + row.fault.in_flight_bound();
+            || row.executions as i64 > row.requests as i64 + row.bound;
         if bad {
             println!("{logs}");
         }
@@ -680,9 +689,9 @@ async fn every_request_is_answered_through_each_fault() {
         );
         assert_eq!(row.ok, row.requests, "{name}: {row:?}");
         assert!(
-            row.executions as i64 <= row.requests as i64 + row.fault.in_flight_bound(),
+            row.executions as i64 <= row.requests as i64 + row.bound,
             "{name}: executions ≤ requests + {} that could be in flight: {row:?}",
-            row.fault.in_flight_bound()
+            row.bound
         );
         assert_eq!(row.stored_at_end, 0, "{name}: no job left pending: {row:?}");
     }

@@ -1,0 +1,44 @@
+# What the bench scripts share; sourced (`. bench/lib.sh`) from the repository
+# root after `set -euo pipefail`.
+#   bench_bin           sets $bin: $BENCH_BIN when given (another build, for a
+#                       before/after table), else target/release/inferq, built
+#   $dir, $pids         a scratch folder and the processes started; both are
+#                       cleaned up on exit; stop_all stops the processes now
+#   wait_port PORT [N]  waits up to N tenths of a second (100) for a listener
+#   echo_settings FILE  the settings of the echo benches: gateway on 5300
+#                       (gRPC 5301), in-memory queue on 5310, MaxWorkers 64
+
+bench_bin() {
+  if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$BENCH_BIN
+  else
+    cargo build --release --quiet --bin inferq
+    bin=target/release/inferq
+  fi
+}
+
+dir=$(mktemp -d)
+pids=()
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
+cleanup() { stop_all; rm -rf "$dir"; }
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 "${2:-100}"); do (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done
+  echo "port $1 not up" >&2; exit 1
+}
+
+echo_settings() {
+  cat > "$1" <<YAML
+API:
+  Port: 5300
+  Addr: 127.0.0.1
+  GrpcPort: 5301
+  AppIdSecret: {"3EA25569454745D01219080B779F021F": "41DF0E6AE27B5282C07EF5124642A352"}
+Server:
+  MaxWorkers: 64
+  Backend: memory
+  QueueListen: 127.0.0.1:5310
+  QueueEndpoints: ["http://127.0.0.1:5310"]
+YAML
+}
