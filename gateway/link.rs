@@ -196,6 +196,8 @@ impl QueueLink for RemoteQueueLink {
                             ..q.clone()
                         });
                         m.dispatchers = m.dispatchers.saturating_add(q.dispatchers);
+                        // Every instance samples the same store: the most any wants.
+                        m.desired_dispatchers = m.desired_dispatchers.max(q.desired_dispatchers);
                     }
                 }
                 Err(s) => last = Some(s),

@@ -14,9 +14,12 @@
 //!   [`registry`]: the sessions connected;
 //! - [`grpc`]: the tonic server for `inferq.v1.QueueService`;
 //! - [`redis`]: what both Redis stores share (options, connections, replies);
+//! - [`autoscale`]: each queue's desired dispatcher count from its backlog
+//!   (`Server.Autoscale`);
 //! - [`error`]: [`StoreError`], how a store operation fails;
 //! - [`build`]: a queue service as the settings describe it.
 
+pub mod autoscale;
 pub mod build;
 pub mod credit;
 pub mod eas;

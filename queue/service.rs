@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::autoscale::QueueAutoscalers;
 use super::eas::EasQueues;
 use super::error::StoreError;
 use super::jobs::{Enqueued, JobQueueSource, JobStore, ResultWaiters};
@@ -24,6 +26,7 @@ use super::seen::{SeenKeys, KEY_LEN};
 use super::session::{self, SessionOptions};
 use super::source::{JobSource, QueueDepth, SourceError};
 use crate::backoff::Backoff;
+use crate::config::autoscale::ScalePolicy;
 use crate::metrics;
 use crate::proto::eas::INPUT_QUEUE_PREFIX;
 use crate::proto::{
@@ -78,6 +81,8 @@ pub struct QueueService {
     sessions: Arc<SessionRegistry>,
     /// Places for calls waiting for the store (`max_calls_waiting_for_store`).
     store_waits: Semaphore,
+    /// Each queue's desired dispatchers, when `Server.Autoscale` is set.
+    autoscale: std::sync::OnceLock<Arc<QueueAutoscalers>>,
 }
 
 impl QueueService {
@@ -98,10 +103,21 @@ impl QueueService {
             store_waits: Semaphore::new(opts.max_calls_waiting_for_store),
             opts,
             sessions: Arc::default(),
+            autoscale: std::sync::OnceLock::new(),
         });
         let hook: Arc<dyn metrics::Refresh> = service.clone();
         metrics::on_scrape(Arc::downgrade(&hook));
         service
+    }
+
+    /// Samples every queue's backlog each second and keeps its desired
+    /// dispatcher count under `policy` (reported by `Stats` and the
+    /// metrics), until `stop`. Once per service.
+    pub fn start_autoscaling(self: &Arc<Self>, policy: ScalePolicy, stop: CancellationToken) {
+        let scalers = QueueAutoscalers::new(policy);
+        if self.autoscale.set(Arc::clone(&scalers)).is_ok() {
+            tokio::spawn(scalers.run(Arc::clone(self), stop));
+        }
     }
 
     /// Sets the gauges read from the store: each queue's length, leased
@@ -309,6 +325,7 @@ impl QueueService {
             .into_iter()
             .map(|d| QueueStats {
                 dispatchers: self.sessions.serving(&d.queue) as u32,
+                desired_dispatchers: self.autoscale.get().map(|a| a.desired(&d.queue)),
                 queue: d.queue,
                 ready: d.ready,
                 leased: d.leased,

@@ -27,6 +27,10 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v java >/dev/null || need_apt+=(default-jre-headless)
 # Prometheus and promtool: the operations test scrapes a deployment with it.
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+# deploy/local-cluster: namespaces and veth (ip), its CA (openssl), probes (curl).
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo=""

@@ -39,6 +39,7 @@ pub mod model_zoo;
 pub mod cli;
 pub mod fuzzing;
 pub mod standalone;
+pub mod supervisor;
 
 pub use cli::run;
 pub use model_zoo::{Model, ModelError, Params};

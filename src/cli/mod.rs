@@ -1,5 +1,5 @@
 //! The command line: `inferq gateway | queue | dispatcher | standalone |
-//! dead-letters`, one file per role; each builds its component from the
+//! dead-letters | autoscale`, one file per role; each builds its component from the
 //! settings and runs it until SIGTERM.
 //!
 //! [`run`] is also the entry point of a user's own binary: pass a function that
@@ -20,6 +20,7 @@ use crate::gateway::server::Ports;
 use crate::model_zoo::{Model, ModelError, ModelFactory};
 use crate::proto::client::QueueConnector;
 
+pub mod autoscale;
 pub mod dead_letters;
 pub mod dispatcher;
 pub mod gateway;
@@ -91,6 +92,9 @@ pub enum Command {
     Standalone(crate::standalone::StandaloneArgs),
     /// List or re-queue the jobs given up on (Redis backend).
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Dispatcher processes for queue N, as many as its desired count
+    /// (Server.Autoscale), scale to zero included.
+    Autoscale(autoscale::AutoscaleArgs),
 }
 
 /// Runs the command line with the models `factory` builds.
@@ -147,6 +151,7 @@ pub async fn execute(
         Command::Dispatcher(a) => dispatcher::run(settings, &factory, a).await,
         Command::Standalone(a) => crate::standalone::run(settings, &factory, a).await,
         Command::DeadLetters(a) => dead_letters::run(settings, a).await,
+        Command::Autoscale(a) => autoscale::run(&from, settings, a).await,
     }
 }
 

@@ -31,6 +31,13 @@ pub async fn run(settings: Settings, args: QueueArgs) -> anyhow::Result<()> {
     let instance_id = format!("queue-{}", uuid::Uuid::now_v7().simple());
     let stop = serve::shutdown_token();
     let service = build::queue_service(&settings, instance_id, store, &stop)?;
+    if let Some(policy) = settings.server.autoscale() {
+        tracing::info!(
+            ?policy,
+            "autoscaling: each queue's desired dispatchers follow its backlog"
+        );
+        service.start_autoscaling(policy, stop.clone());
+    }
     let addr = args
         .listen
         .unwrap_or_else(|| settings.server.queue_listen.clone());

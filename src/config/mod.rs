@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::codes::CodeEntry;
 
+pub mod autoscale;
 pub mod eas;
 pub mod models;
 pub mod sections;
@@ -151,6 +152,11 @@ impl Settings {
                 "API.RequestTimestampDiff",
                 "must be a non-negative number of seconds",
             );
+        }
+        if !self.server.autoscale.trim().is_empty() {
+            if let Err(e) = autoscale::ScalePolicy::parse(&self.server.autoscale) {
+                return bad("Server.Autoscale", &e.to_string());
+            }
         }
         if self.api.max_body_bytes == 0 {
             return bad("API.MaxBodyBytes", "must be at least 1");

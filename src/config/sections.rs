@@ -257,6 +257,12 @@ pub struct ServerSettings {
     /// empty: not served.
     #[serde(rename = "QueueMetricsListen")]
     pub queue_metrics_listen: String,
+    /// The dispatchers each queue wants, as `eascmd autoscale`'s options
+    /// (`-Dmin=0 -Dmax=10 -Dstrategies.queue[avgbacklog]=10`, see
+    /// [`super::autoscale`]); empty: no autoscaling. The queue exports the
+    /// count; `inferq autoscale` follows it.
+    #[serde(rename = "Autoscale")]
+    pub autoscale: String,
     /// Most jobs waiting in one queue; a put beyond it is refused (9702).
     #[serde(rename = "MaxQueueLength")]
     pub max_queue_length: usize,
@@ -391,6 +397,7 @@ impl Default for ServerSettings {
             queue_endpoints: vec!["http://127.0.0.1:5100".into()],
             dispatcher_metrics_listen: String::new(),
             queue_metrics_listen: String::new(),
+            autoscale: String::new(),
             max_queue_length: 100_000,
             max_deliveries: 3,
             drain_timeout: 30.0,
@@ -416,6 +423,11 @@ impl ServerSettings {
 
     pub fn message_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.message_timeout)
+    }
+
+    /// The parsed `Autoscale`, when set (checked at load).
+    pub fn autoscale(&self) -> Option<super::autoscale::ScalePolicy> {
+        super::autoscale::ScalePolicy::parse(&self.autoscale).ok()
     }
 
     pub fn drain_timeout(&self) -> Duration {

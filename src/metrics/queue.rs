@@ -3,7 +3,9 @@
 //! redelivered, dead-lettered), per PAI-EAS queue (length, held, puts, gets,
 //! watchers, evictions, refusals), and the Redis commands it runs.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 use super::{metric, LATENCY_BUCKETS};
 
@@ -56,6 +58,21 @@ metric!(pub WAIT: HistogramVec = HistogramVec::new(
     .buckets(super::LATENCY_BUCKETS.to_vec()),
     &["queue"],
 ));
+metric!(pub BACKLOG: IntGaugeVec = gauge(
+    "inferq_queue_backlog",
+    "Jobs not yet answered (waiting plus leased), as the autoscaler samples them \
+     (Server.Autoscale).", &["queue"]));
+metric!(pub BACKLOG_PER_DISPATCHER: GaugeVec = GaugeVec::new(
+    Opts::new(
+        "inferq_queue_backlog_per_dispatcher",
+        "The backlog over the dispatchers connected to this instance (the backlog itself \
+         with none): PAI-EAS's avgbacklog metric.",
+    ),
+    &["queue"],
+));
+metric!(pub DESIRED_DISPATCHERS: IntGaugeVec = gauge(
+    "inferq_queue_desired_dispatchers",
+    "Dispatchers the queue wants under Server.Autoscale, after stabilisation.", &["queue"]));
 metric!(pub WAITING_FOR_STORE: IntGauge = IntGauge::new(
     "inferq_queue_calls_waiting_for_store",
     "Calls waiting for the job store to answer again (Server.WaitForStore)."));
@@ -98,6 +115,20 @@ pub(super) fn touch() {
         &*DEAD_LETTERED,
     );
     let _ = (&*LENGTH, &*LEASED, &*OLDEST_AGE, &*DISPATCHERS, &*WAIT);
+}
+
+/// One autoscaler sample of `queue`.
+pub fn export_autoscale(queue: &str, backlog: u64, dispatchers: u32, desired: u32) {
+    let per_dispatcher = backlog as f64 / f64::from(dispatchers.max(1));
+    BACKLOG
+        .with_label_values(&[queue])
+        .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+    BACKLOG_PER_DISPATCHER
+        .with_label_values(&[queue])
+        .set(per_dispatcher);
+    DESIRED_DISPATCHERS
+        .with_label_values(&[queue])
+        .set(i64::from(desired));
 }
 
 /// `input` or `sink`, the `queue` label of a PAI-EAS queue.
