@@ -5,8 +5,10 @@
 #   $dir, $pids         a scratch folder and the processes started; both are
 #                       cleaned up on exit; stop_all stops the processes now
 #   wait_port PORT [N]  waits up to N tenths of a second (100) for a listener
-#   echo_settings FILE  the settings of the echo benches: gateway on 5300
-#                       (gRPC 5301), in-memory queue on 5310, MaxWorkers 64
+#   bench_api           the API section every bench uses: gateway on 5300
+#                       (gRPC 5301), the example appId and secret
+#   echo_settings FILE  the settings of the echo benches: bench_api,
+#                       in-memory queue on 5310, MaxWorkers 64
 
 bench_bin() {
   if [ -n "${BENCH_BIN:-}" ]; then
@@ -28,17 +30,23 @@ wait_port() {
   echo "port $1 not up" >&2; exit 1
 }
 
-echo_settings() {
-  cat > "$1" <<YAML
+bench_api() {
+  cat <<YAML
 API:
   Port: 5300
   Addr: 127.0.0.1
   GrpcPort: 5301
   AppIdSecret: {"3EA25569454745D01219080B779F021F": "41DF0E6AE27B5282C07EF5124642A352"}
+YAML
+}
+
+echo_settings() {
+  { bench_api; cat <<YAML
 Server:
   MaxWorkers: 64
   Backend: memory
   QueueListen: 127.0.0.1:5310
   QueueEndpoints: ["http://127.0.0.1:5310"]
 YAML
+  } > "$1"
 }

@@ -25,12 +25,7 @@ if [ "$only" != pmml ]; then
 echo "== HTTP processor"
 python3 tests/python/model_server.py 5400 >/dev/null 2>&1 & pids+=($!)
 wait_port 5400
-cat > "$dir/settings.yaml" <<YAML
-API:
-  Port: 5300
-  Addr: 127.0.0.1
-  GrpcPort: 5301
-  AppIdSecret: {"3EA25569454745D01219080B779F021F": "41DF0E6AE27B5282C07EF5124642A352"}
+{ bench_api; cat <<YAML
 Server:
   MaxWorkers: 16
   Backend: memory
@@ -41,6 +36,7 @@ Models:
     ApiPath: /api/py
     Url: http://127.0.0.1:5400/data/model
 YAML
+} > "$dir/settings.yaml"
 $bin standalone --yaml "$dir/settings.yaml" >/dev/null 2>"$dir/sa.log" & pids+=($!)
 wait_port 5300
 echo '{"x": 1}' > "$dir/direct.json"

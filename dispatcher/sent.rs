@@ -10,11 +10,8 @@ use std::collections::VecDeque;
 
 use crate::proto::JobResult;
 
-/// The last answers sent on a stream, kept until the stream ends: when it
-/// is lost they go again on the next one, since the queue instance may have
-/// died before storing them. The queue holds a credit until it has stored
-/// an answer, so its unstored answers are among the last MaxWorkers sent;
-/// twice that many are kept, for the answers of a lost stream sent first.
+/// The last `keep` answers sent on one stream (twice MaxWorkers: the lost
+/// stream's answers sent first count too).
 pub(super) struct SentAnswers {
     last: VecDeque<JobResult>,
     keep: usize,

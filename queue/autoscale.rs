@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::service::QueueService;
 use crate::config::autoscale::{ScalePolicy, MAX_WINDOW_SECS};
 use crate::metrics;
+use crate::proto::QueueStats;
 
 /// How often the backlog is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -120,35 +121,29 @@ impl QueueAutoscalers {
                 _ = tick.tick() => {}
             }
             match service.stats(None).await {
-                Ok(stats) => {
-                    let at = self.started.elapsed();
-                    let sampled: Vec<(String, u64, u32)> = stats
-                        .into_iter()
-                        .map(|s| (s.queue, s.ready.saturating_add(s.leased), s.dispatchers))
-                        .collect();
-                    self.record(at, &sampled);
-                }
+                Ok(stats) => self.record(self.started.elapsed(), &stats),
                 Err(e) => tracing::warn!(error = %e, "autoscale: cannot read the backlog"),
             }
         }
     }
 
-    /// Records one sample of (queue, backlog, dispatchers connected).
-    fn record(&self, at: Duration, sampled: &[(String, u64, u32)]) {
+    /// Records one sample: each queue's backlog (waiting plus leased).
+    fn record(&self, at: Duration, stats: &[QueueStats]) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        for (queue, backlog, dispatchers) in sampled {
-            if !queues.contains_key(queue) && queues.len() >= MAX_QUEUES {
+        for s in stats {
+            if !queues.contains_key(&s.queue) && queues.len() >= MAX_QUEUES {
                 continue;
             }
+            let backlog = s.ready.saturating_add(s.leased);
             let scaler = queues
-                .entry(queue.clone())
+                .entry(s.queue.clone())
                 .or_insert_with(|| Autoscaler::new(self.policy.clone()));
             let before = scaler.desired();
-            let desired = scaler.observe(at, *backlog);
+            let desired = scaler.observe(at, backlog);
             if desired != before {
-                tracing::info!(%queue, backlog, dispatchers, from = before, to = desired, "autoscale: desired dispatchers");
+                tracing::info!(queue = %s.queue, backlog, dispatchers = s.dispatchers, from = before, to = desired, "autoscale: desired dispatchers");
             }
-            metrics::queue::export_autoscale(queue, *backlog, *dispatchers, desired);
+            metrics::queue::export_autoscale(&s.queue, backlog, s.dispatchers, desired);
         }
     }
 }
@@ -163,6 +158,16 @@ mod tests {
 
     fn s(secs: u64) -> Duration {
         Duration::from_secs(secs)
+    }
+
+    /// A Stats row with `backlog` jobs waiting.
+    fn row(queue: &str, backlog: u64, dispatchers: u32) -> QueueStats {
+        QueueStats {
+            queue: queue.into(),
+            ready: backlog,
+            dispatchers,
+            ..QueueStats::default()
+        }
     }
 
     #[test]
@@ -240,12 +245,12 @@ mod tests {
         let all = QueueAutoscalers::new(
             ScalePolicy::parse("-Dmin=0 -Dmax=3 -Dstrategies.queue[avgbacklog]=2").unwrap(),
         );
-        all.record(s(0), &[("a".into(), 5, 0), ("b".into(), 0, 1)]);
+        all.record(s(0), &[row("a", 5, 0), row("b", 0, 1)]);
         assert_eq!(all.desired("a"), 3);
         assert_eq!(all.desired("b"), 0);
         assert_eq!(all.desired("never-seen"), 0, "min");
-        let many: Vec<(String, u64, u32)> = (0..MAX_QUEUES + 10)
-            .map(|i| (format!("q{i}"), 1, 0))
+        let many: Vec<QueueStats> = (0..MAX_QUEUES + 10)
+            .map(|i| row(&format!("q{i}"), 1, 0))
             .collect();
         all.record(s(1), &many);
         assert_eq!(all.queues.lock().unwrap().len(), MAX_QUEUES);

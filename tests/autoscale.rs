@@ -128,8 +128,9 @@ async fn dispatchers_follow_the_backlog_to_zero_and_back_and_no_request_is_lost(
     println!("light load: {light} requests; then desired {desired:?}, connected {connected}");
     assert_eq!(desired, Some(1), "fell after the window");
     assert!(
-        wait_until(Duration::from_secs(30), || async {
-            scale(&mut split.queue_client().await).await.1 == 1
+        wait_until(Duration::from_secs(30), || {
+            let mut c = client.clone();
+            async move { scale(&mut c).await.1 == 1 }
         })
         .await,
         "drained to one dispatcher"
@@ -138,8 +139,9 @@ async fn dispatchers_follow_the_backlog_to_zero_and_back_and_no_request_is_lost(
     // Idle again: back to zero after the window.
     let t = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(30), || async {
-            scale(&mut split.queue_client().await).await == (Some(0), 0)
+        wait_until(Duration::from_secs(30), || {
+            let mut c = client.clone();
+            async move { scale(&mut c).await == (Some(0), 0) }
         })
         .await,
         "scaled to zero"
@@ -167,8 +169,9 @@ async fn dispatchers_follow_the_backlog_to_zero_and_back_and_no_request_is_lost(
     supervisor.signal("TERM");
     assert_eq!(supervisor.wait_exit(Duration::from_secs(30)), Some(0));
     assert!(
-        wait_until(Duration::from_secs(10), || async {
-            scale(&mut split.queue_client().await).await.1 == 0
+        wait_until(Duration::from_secs(10), || {
+            let mut c = client.clone();
+            async move { scale(&mut c).await.1 == 0 }
         })
         .await,
         "no dispatcher outlives the supervisor"

@@ -23,6 +23,8 @@ const WORKERS: u64 = 4;
 
 struct Cluster {
     dir: TestDir,
+    /// Each host's address, asked of the script once after `up`.
+    ips: std::collections::HashMap<&'static str, String>,
 }
 
 impl Cluster {
@@ -52,8 +54,18 @@ impl Cluster {
         text
     }
 
-    fn ip(&self, host: &str) -> String {
-        self.run(&["addr", host]).trim().to_string()
+    /// Starts the cluster; what `up` printed.
+    fn up(&mut self) -> String {
+        let up = self.run(&["up"]);
+        for host in ["lb", "d1", "d2", "d3", "d4"] {
+            let ip = self.run(&["addr", host]).trim().to_string();
+            self.ips.insert(host, ip);
+        }
+        up
+    }
+
+    fn ip(&self, host: &str) -> &str {
+        &self.ips[host]
     }
 
     fn logs(&self) -> String {
@@ -220,10 +232,11 @@ fn assert_all_answered<'a>(name: &str, outcomes: impl IntoIterator<Item = &'a Ou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_layout_serves_through_nginx_and_survives_network_faults() {
-    let cluster = Cluster {
+    let mut cluster = Cluster {
         dir: TestDir::new(),
+        ips: Default::default(),
     };
-    let up = cluster.run(&["up"]);
+    let up = cluster.up();
     assert!(
         up.contains("up (netns)"),
         "namespaces are made on the test machine: {up}"

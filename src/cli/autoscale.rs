@@ -46,7 +46,7 @@ pub async fn run(
     settings: Settings,
     args: AutoscaleArgs,
 ) -> anyhow::Result<()> {
-    if settings.server.autoscale.trim().is_empty() {
+    if settings.server.autoscale().is_none() {
         anyhow::bail!(
             "Server.Autoscale is not set: the queue service computes the desired count from it \
              (e.g. \"-Dmin=0 -Dmax=10 -Dstrategies.queue[avgbacklog]=10\")"
