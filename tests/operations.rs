@@ -605,6 +605,21 @@ impl Drop for OtlpReceiver {
     }
 }
 
+/// The log lines of the three processes that speak of span export (the
+/// OpenTelemetry SDK logs its export failures through `tracing`).
+fn export_lines(d: &Deployment) -> String {
+    let mut out = String::new();
+    for p in [&d.gateway, &d.queue, &d.dispatcher] {
+        for line in p.log_text().lines().filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("opentelemetry") || l.contains("otlp") || l.contains("export")
+        }) {
+            out += &format!("{}: {line}\n", p.name);
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn one_requests_spans_form_one_trace_across_the_three_components_over_otlp() {
     let receiver = OtlpReceiver::start();
@@ -644,7 +659,11 @@ async fn one_requests_spans_form_one_trace_across_the_three_components_over_otlp
             .collect()
     };
     for s in services {
-        assert!(!of(s).is_empty(), "no span of {s} in the trace: {spans:?}");
+        assert!(
+            !of(s).is_empty(),
+            "no span of {s} in the trace: {spans:?}\nwhat the processes logged of the export:\n{}",
+            export_lines(&d)
+        );
     }
     // The gateway's request span is the parent of the queue's and the
     // dispatcher's job spans; all carry the request id.
