@@ -343,6 +343,41 @@ impl Layout {
         n
     }
 
+    /// The jobs started more than once (their request ids, from the "job
+    /// started" lines' spans) and the queue instances' takeover lines: what
+    /// a failed bound is read from.
+    fn reruns(&self) -> Vec<String> {
+        let mut started: BTreeMap<String, usize> = BTreeMap::new();
+        let mut takeovers = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .expect("test dir")
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if name.starts_with('d') && name.ends_with(".log") {
+                for l in text.lines().filter(|l| l.contains("job started")) {
+                    if let Some(id) = l.split("request_id=").nth(1) {
+                        let id = id.split([' ', '}', ':']).next().unwrap_or_default();
+                        *started.entry(id.to_string()).or_default() += 1;
+                    }
+                }
+            } else if name.starts_with("queue") {
+                takeovers.extend(
+                    text.lines()
+                        .filter(|l| l.contains("took over"))
+                        .map(|l| format!("{name}: {l}")),
+                );
+            }
+        }
+        started
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(id, n)| format!("{id} started {n} times"))
+            .chain(takeovers)
+            .collect()
+    }
+
     /// Every dispatcher log's "job started" lines: executions.
     fn executions(&self) -> usize {
         let mut n = 0;
@@ -497,6 +532,7 @@ struct Row {
     ok: usize,
     codes: BTreeMap<i64, usize>,
     mismatched: usize,
+    /// Jobs the dispatchers started for the load (the warm-up left out).
     executions: usize,
     /// [`Layout::in_flight_bound`] of the fault.
     bound: i64,
@@ -510,6 +546,8 @@ struct Row {
     /// Answers that took over a second.
     slow: usize,
     max_latency_ms: u128,
+    /// Jobs started more than once, and the queues' takeovers.
+    reruns: Vec<String>,
 }
 
 impl Row {
@@ -548,9 +586,13 @@ impl Row {
     }
 }
 
+/// Requests sent before the load (each runs one job).
+const WARM_UP_REQUESTS: usize = 1;
+
 async fn run_fault(fault: Fault, total: usize, load_for: Duration) -> (Row, String) {
     let mut layout = Layout::start();
     // Warm: every dispatcher connected and answering before the clock starts.
+    // Its job is one of the executions the dispatchers log, not of the load.
     let warm = common::post(&layout.url, &common::signed(json!({"i": 0}))).await;
     assert_eq!(common::code(&warm.1), 0, "layout answers: {warm:?}");
     let start = Instant::now();
@@ -627,7 +669,7 @@ async fn run_fault(fault: Fault, total: usize, load_for: Duration) -> (Row, Stri
         ok: a.iter().filter(|x| x.code == 0).count(),
         codes,
         mismatched: run.mismatched,
-        executions: layout.executions(),
+        executions: layout.executions().saturating_sub(WARM_UP_REQUESTS),
         bound: layout.in_flight_bound(fault),
         in_hand_at_kill: in_hand,
         stored_at_end: stored,
@@ -640,6 +682,7 @@ async fn run_fault(fault: Fault, total: usize, load_for: Duration) -> (Row, Stri
             .filter(|x| x.latency > Duration::from_secs(1))
             .count(),
         max_latency_ms: a.iter().map(|x| x.latency.as_millis()).max().unwrap_or(0),
+        reruns: layout.reruns(),
     };
     (row, layout.logs_tail())
 }
@@ -690,8 +733,10 @@ async fn every_request_is_answered_through_each_fault() {
         assert_eq!(row.ok, row.requests, "{name}: {row:?}");
         assert!(
             row.executions as i64 <= row.requests as i64 + row.bound,
-            "{name}: executions ≤ requests + {} that could be in flight: {row:?}",
-            row.bound
+            "{name}: executions ≤ requests + {} that could be in flight: {row:?}\n\
+             started more than once, and the queues' takeovers:\n{}",
+            row.bound,
+            row.reruns.join("\n")
         );
         assert_eq!(row.stored_at_end, 0, "{name}: no job left pending: {row:?}");
     }
