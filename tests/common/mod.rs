@@ -507,6 +507,21 @@ impl Split {
     }
 }
 
+/// The queue service's `Stats` rows (of every queue when `queue` is empty).
+pub async fn queue_stats(
+    client: &mut inferq::proto::client::QueueClient,
+    queue: &str,
+) -> Vec<inferq::proto::QueueStats> {
+    client
+        .stats(inferq::proto::StatsRequest {
+            queue: queue.into(),
+        })
+        .await
+        .expect("Stats")
+        .into_inner()
+        .queues
+}
+
 /// Sends `n` concurrent echo requests sleeping `sleep_ms`; returns the envelopes.
 pub async fn concurrent_sleeps(url: &str, n: usize, sleep_ms: u64) -> Vec<Value> {
     let mut tasks = Vec::new();

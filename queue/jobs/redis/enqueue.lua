@@ -3,7 +3,8 @@
 -- value the job's fingerprint); result:<id>; reply:<id> (the instances whose
 -- callers wait).
 -- ARGV: max length, lane (1-3), job, queue name, request id, fingerprint,
--- marker ttl ms, this instance, reply ttl ms, join only ('1').
+-- marker ttl ms, this instance, reply ttl ms, join only ('1'), the consumer
+-- group.
 -- Returns {'stored'}, {'joined'}, {'done', result}, {'full'}, {'conflict'}
 -- or {'missing'} (join only, nothing stored under the id).
 local marker = redis.call('GET', KEYS[5])
@@ -18,6 +19,16 @@ end
 if ARGV[10] == '1' then return {'missing'} end
 local n = redis.call('XLEN', KEYS[1]) + redis.call('XLEN', KEYS[2]) + redis.call('XLEN', KEYS[3])
 if n >= tonumber(ARGV[1]) then return {'full'} end
+-- The queue's first job (or the first after Redis lost its data) makes the
+-- three lanes with their group, so that what watches the group from
+-- outside (KEDA's lag) sees the job before any dispatcher has read.
+if n == 0 then
+  for i = 1, 3 do
+    if redis.call('EXISTS', KEYS[i]) == 0 then
+      redis.call('XGROUP', 'CREATE', KEYS[i], ARGV[11], '0', 'MKSTREAM')
+    end
+  end
+end
 redis.call('SADD', KEYS[4], ARGV[4])
 redis.call('XADD', KEYS[tonumber(ARGV[2])], '*', 'job', ARGV[3], 'rid', ARGV[5])
 redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[7])

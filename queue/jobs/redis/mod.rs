@@ -337,6 +337,7 @@ impl JobStore for RedisJobStore {
             .arg(&self.jobs.instance_id)
             .arg(reply_ttl)
             .arg(if job.join_only { "1" } else { "0" })
+            .arg(GROUP)
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
