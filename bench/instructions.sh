@@ -43,13 +43,5 @@ sleep 2
 "$bin" bench --url http://127.0.0.1:5300/api/echo -c 16 -d 3 --warmup 0 --json >/dev/null
 vgdb --pid="$vg" zero >/dev/null 2>&1
 n=$("$bin" bench --url http://127.0.0.1:5300/api/echo -c 16 -d 6 --warmup 0 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ok"])')
-vgdb --pid="$vg" dump >/dev/null 2>&1
-dump=""
-for _ in $(seq 1 100); do
-  dump=$(ls "$dir"/callgrind.out.* 2>/dev/null | head -1 || true)
-  [ -n "$dump" ] && break; sleep 0.1
-done
-[ -n "$dump" ] || { echo "no callgrind dump" >&2; exit 1; }
-sleep 1
-ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+callgrind_dump "$vg" "$dir/callgrind.out"
 echo "$who: $n requests, $ir instructions, $((ir / n)) per request"

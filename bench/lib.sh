@@ -9,6 +9,9 @@
 #                       (gRPC 5301), the example appId and secret
 #   echo_settings FILE  the settings of the echo benches: bench_api,
 #                       in-memory queue on 5310, MaxWorkers 64
+#   callgrind_dump PID PREFIX   asks the callgrind process PID for a dump,
+#                       waits for PREFIX.* to appear; sets $dump to the file
+#                       and $ir to its instruction total
 
 bench_bin() {
   if [ -n "${BENCH_BIN:-}" ]; then
@@ -49,4 +52,16 @@ Server:
   QueueEndpoints: ["http://127.0.0.1:5310"]
 YAML
   } > "$1"
+}
+
+callgrind_dump() {
+  vgdb --pid="$1" dump >/dev/null 2>&1
+  dump=""
+  for _ in $(seq 1 100); do
+    dump=$(ls "$2".* 2>/dev/null | head -1 || true)
+    [ -n "$dump" ] && break; sleep 0.1
+  done
+  [ -n "$dump" ] || { echo "no callgrind dump from $1" >&2; exit 1; }
+  sleep 1
+  ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
 }

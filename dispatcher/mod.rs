@@ -1,8 +1,10 @@
 //! The dispatcher: a node that holds models and runs the jobs the queue sends.
 //! It reaches the queue only through [`crate::proto::DispatchLink`].
 //!
-//! - [`node`]: [`DispatcherNode`]: Hello, the credit window, running `Infer` on
-//!   blocking threads, reconnecting with backoff, draining on SIGTERM;
+//! - [`node`]: [`DispatcherNode`]: Hello, the credit window, running jobs,
+//!   reconnecting with backoff, draining on SIGTERM;
+//! - `infer`: one job's in-process model, on a blocking thread or, when the
+//!   model says it is quick, on the runtime;
 //! - [`batcher`]: dynamic batching for models that ask for it;
 //! - [`answer`]: a job's outcome as its result on the stream;
 //! - `sent`: the last answers sent on a stream, sent again after it is lost;
@@ -13,6 +15,7 @@
 
 pub mod answer;
 pub mod batcher;
+mod infer;
 pub mod link;
 pub mod node;
 pub mod nodes;

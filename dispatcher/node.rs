@@ -6,7 +6,9 @@
 //! job beyond them ends the stream, and a new stream waits for the jobs of a
 //! lost one. Each job runs on a
 //! blocking thread (bounded by `infer_threads`) so inference never stalls the
-//! stream. When the stream drops the node reconnects with backoff; the jobs
+//! stream, unless the model says it is a matter of microseconds for its
+//! parameters ([`crate::model_zoo::Model::runs_inline`]: echo without a
+//! sleep, logistic regression), which runs on the runtime. When the stream drops the node reconnects with backoff; the jobs
 //! it was running finish, and their answers are sent first on the next
 //! stream (to any queue instance: the queue stores an answer for a job that
 //! is still stored, so it does not run again). So are the last MaxWorkers
@@ -37,6 +39,7 @@ use tracing::Instrument;
 
 use super::answer::{model_answer, served_answer, Answer, Answered, Reply};
 use super::batcher::{BatchCodes, Batcher};
+use super::infer::run_model;
 use super::sent::SentAnswers;
 use crate::backoff::Backoff;
 use crate::metrics::dispatcher::{self as dispatcher_metrics, NodeGauges};
@@ -559,19 +562,7 @@ impl DispatcherNode {
                             )
                             .into(),
                             Ok(params) => {
-                                let _slot = slots.acquire_owned().await;
-                                tracing::debug!("job started");
-                                let rid = id.clone();
-                                let started = std::time::Instant::now();
-                                let api = Arc::clone(&model);
-                                let ran =
-                                    tokio::task::spawn_blocking(move || model.infer(&rid, params))
-                                        .await;
-                                dispatcher_metrics::model_run(api.api_path(), started, 1, 0);
-                                let out = ran.unwrap_or_else(|join| {
-                                    tracing::error!(error = %join, "model panicked");
-                                    Err(ModelError::new("the model panicked"))
-                                });
+                                let out = run_model(model, &id, params, slots).await;
                                 model_answer(&id, out, codes.infer_fail)
                             }
                         },

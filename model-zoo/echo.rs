@@ -35,6 +35,11 @@ impl Model for Echo {
         Ok(params)
     }
 
+    /// Inline unless asked to sleep.
+    fn runs_inline(&self, params: &Params) -> bool {
+        params.get("sleep_ms").and_then(Value::as_u64).unwrap_or(0) == 0
+    }
+
     fn infer(&self, _request_id: &str, params: Params) -> Result<Params, ModelError> {
         if let Some(ms) = params.get("sleep_ms").and_then(Value::as_u64) {
             std::thread::sleep(Duration::from_millis(ms.min(MAX_SLEEP_MS)));
@@ -52,6 +57,9 @@ mod tests {
         let mut p = Params::new();
         p.insert("text".into(), "你好".into());
         assert_eq!(Echo.infer("r", Echo.check(p.clone()).unwrap()).unwrap(), p);
+        assert!(Echo.runs_inline(&p));
+        p.insert("sleep_ms".into(), 5.into());
+        assert!(!Echo.runs_inline(&p));
         p.insert("sleep_ms".into(), "x".into());
         assert!(Echo.check(p.clone()).is_err());
         p.insert("sleep_ms".into(), (MAX_SLEEP_MS + 1).into());

@@ -102,6 +102,11 @@ impl Model for Logistic {
         Ok(params)
     }
 
+    /// A dot product over a handful of features.
+    fn runs_inline(&self, _params: &Params) -> bool {
+        true
+    }
+
     fn infer(&self, _request_id: &str, params: Params) -> Result<Params, ModelError> {
         let instances = params
             .get("instances")

@@ -135,6 +135,14 @@ pub trait Model: Send + Sync + 'static {
     /// An error reaches the client as 9998 or the error's code.
     fn infer(&self, request_id: &str, params: Params) -> Result<Params, ModelError>;
 
+    /// Whether `infer` on these parameters takes microseconds and never
+    /// blocks: the dispatcher then runs it on its async runtime instead of
+    /// handing it to a blocking thread and back (two thread wake-ups per job,
+    /// more than such a model's own work). Default: no.
+    fn runs_inline(&self, _params: &Params) -> bool {
+        false
+    }
+
     /// Dynamic batching: when `Some`, the dispatcher groups this model's
     /// waiting jobs and calls [`Model::infer_batch`].
     fn batch_policy(&self) -> Option<BatchPolicy> {

@@ -22,14 +22,18 @@ if n >= tonumber(ARGV[1]) then return {'full'} end
 -- The queue's first job (or the first after Redis lost its data) makes the
 -- three lanes with their group, so that what watches the group from
 -- outside (KEDA's lag) sees the job before any dispatcher has read.
+-- The queues set (for stats) learns the name then too: a queue with jobs
+-- had none at its first.
 if n == 0 then
-  for i = 1, 3 do
-    if redis.call('EXISTS', KEYS[i]) == 0 then
-      redis.call('XGROUP', 'CREATE', KEYS[i], ARGV[11], '0', 'MKSTREAM')
+  redis.call('SADD', KEYS[4], ARGV[4])
+  if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) < 3 then
+    for i = 1, 3 do
+      if redis.call('EXISTS', KEYS[i]) == 0 then
+        redis.call('XGROUP', 'CREATE', KEYS[i], ARGV[11], '0', 'MKSTREAM')
+      end
     end
   end
 end
-redis.call('SADD', KEYS[4], ARGV[4])
 redis.call('XADD', KEYS[tonumber(ARGV[2])], '*', 'job', ARGV[3], 'rid', ARGV[5])
 redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[7])
 redis.call('SADD', KEYS[7], ARGV[8])

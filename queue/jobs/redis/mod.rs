@@ -21,8 +21,9 @@
 //! Delivery: `lease` reads new entries with XREADGROUP under the consumer name
 //! of the dispatcher's session, so an entry stays in the group's pending list
 //! until `complete` stores the result, acknowledges (XACK) and deletes (XDEL)
-//! the entry and publishes the result to every instance in `reply:<id>`, all
-//! in one script (`finish.lua`). When a session ends its entries move to the
+//! the entry and publishes the result to every other instance in
+//! `reply:<id>`, all in one script (`finish.lua`); callers waiting in the
+//! completing instance itself are woken directly. When a session ends its entries move to the
 //! `back` lane at once (`return.lua`), which wakes every blocked reader of
 //! every instance. While a job is held its idle time is reset every
 //! `reclaim_idle / 3`; entries idle past `reclaim_idle` belong to a dead
@@ -139,32 +140,44 @@ impl RedisJobStore {
         Ok(backend)
     }
 
+    /// The prefix and `parts`, in one allocation (keys are built per job).
+    fn key_of(&self, parts: &[&str]) -> String {
+        let prefix = &self.opts.key_prefix;
+        let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut key = String::with_capacity(len);
+        key.push_str(prefix);
+        for p in parts {
+            key.push_str(p);
+        }
+        key
+    }
+
     fn key(&self, rest: &str) -> String {
-        format!("{}{rest}", self.opts.key_prefix)
+        self.key_of(&[rest])
     }
 
     fn lane_key(&self, queue: &str, lane: usize) -> String {
-        self.key(&format!("q:{queue}:{}", LANES[lane]))
+        self.key_of(&["q:", queue, ":", LANES[lane]])
     }
 
     fn dead_key(&self, queue: &str) -> String {
-        self.key(&format!("dead:{queue}"))
+        self.key_of(&["dead:", queue])
     }
 
     fn result_key(&self, request_id: &str) -> String {
-        self.key(&format!("result:{request_id}"))
+        self.key_of(&["result:", request_id])
     }
 
     fn done_channel(&self, instance: &str) -> String {
-        self.key(&format!("done:{instance}"))
+        self.key_of(&["done:", instance])
     }
 
     fn marker_key(&self, request_id: &str) -> String {
-        self.key(&format!("job:{request_id}"))
+        self.key_of(&["job:", request_id])
     }
 
     fn reply_key(&self, request_id: &str) -> String {
-        self.key(&format!("reply:{request_id}"))
+        self.key_of(&["reply:", request_id])
     }
 
     /// The lanes of `queue`, in `LANES` order, as a script's first keys.
@@ -266,7 +279,8 @@ impl RedisJobStore {
         let mut inv = self.finish_script.prepare_invoke();
         inv.arg(GROUP)
             .arg(self.jobs.result_ttl.as_millis() as u64)
-            .arg(self.key("done:"));
+            .arg(self.key("done:"))
+            .arg(&self.jobs.instance_id);
         for f in done {
             inv.key(self.lane_key(f.queue, f.lane))
                 .key(self.result_key(f.request_id))
@@ -277,7 +291,15 @@ impl RedisJobStore {
                 .arg(if f.entry.is_empty() { "1" } else { "0" });
         }
         let mut c = self.conn().await?;
-        inv.invoke_async::<usize>(&mut c).await.map_err(unavailable)
+        let reply: Vec<usize> = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        let (stored, here) = reply
+            .split_first()
+            .map_or((0, &[][..]), |(n, rest)| (*n, rest));
+        // Callers waiting in this instance: woken here, not through Redis.
+        for f in here.iter().filter_map(|&i| done.get(i)) {
+            self.waiters.deliver(f.result.clone());
+        }
+        Ok(stored)
     }
 }
 
